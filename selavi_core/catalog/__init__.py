@@ -1,0 +1,31 @@
+"""The clip catalog: which clips a data set holds, with their windows, labels and probe results.
+
+``read_layout`` turns a data-set layout (a class-folder tree, a CSV, VGG-Sound, AVE, Kinetics) into
+``ClipSpec`` rows without opening any media; ``build_catalog`` probes the files and writes
+``CATALOG_DIR/clips.parquet`` (columns ``CATALOG_COLUMNS``) and ``catalog.json``; ``load_catalog``
+is how every later stage reads it back.
+"""
+
+from __future__ import annotations
+
+from .ingest import IngestReport, build_catalog, make_clip_id
+from .layouts import KINETICS_SOUND_CLASSES, LAYOUTS, ClipSpec, detect_format, read_layout
+from .schema import CATALOG_COLUMNS, CLIPS_FILE, META_FILE, PROBE_CACHE_FILE, catalog_hash, load_catalog, ok_clips
+
+__all__ = [
+    "CATALOG_COLUMNS",
+    "CLIPS_FILE",
+    "KINETICS_SOUND_CLASSES",
+    "LAYOUTS",
+    "META_FILE",
+    "PROBE_CACHE_FILE",
+    "ClipSpec",
+    "IngestReport",
+    "build_catalog",
+    "catalog_hash",
+    "detect_format",
+    "load_catalog",
+    "make_clip_id",
+    "ok_clips",
+    "read_layout",
+]

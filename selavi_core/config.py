@@ -1,0 +1,280 @@
+"""Every tunable number of SeLaVi Studio, in one typed place.
+
+The ``paper`` preset is SeLaVi exactly as specified (../shared/docs/selavi-method.md): 30 frames at
+112 px over 1 s, a 257-band log-mel of 1 s at 24 kHz, R(2+1)D-18 and ResNet-9 at full width, SGD with
+the official recipe. ``cpu-small`` runs the same code path with smaller inputs and narrower encoders
+so that a few thousand clips train on two CPU cores in minutes. Code elsewhere takes a ``Preset``
+(or one of its parts) rather than reading loose constants.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+#: Pixel normalisation of SeLaVi's video transforms (all channels share it).
+VIDEO_MEAN = 0.45
+VIDEO_STD = 0.225
+
+#: Files we treat as media when walking a folder. Everything else is ignored, except that a file
+#: with one of these suffixes that does not decode becomes an error row, never a silent skip.
+VIDEO_SUFFIXES = (
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".ogv",
+    ".gif",
+)
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """Log-mel front end, parameterised exactly like python_speech_features.logfbank."""
+
+    sample_rate: int = 24_000
+    seconds: float = 1.0
+    n_mels: int = 257
+    n_fft: int = 1024
+    win_s: float = 0.020
+    hop_s: float = 0.010
+    preemph: float = 0.97
+    low_hz: float = 0.0
+    high_hz: float | None = None  # None means Nyquist
+    volume_jitter: float = 0.1  # training gain drawn from U(1 - j, 1 + j)
+    spec_augment: bool = False  # training time and frequency masks on the log-mel
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.win_s * self.sample_rate))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.hop_s * self.sample_rate))
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.seconds * self.sample_rate))
+
+    @property
+    def n_frames(self) -> int:
+        """Frames that logfbank yields for ``n_samples`` (1 s at 24 kHz gives 99)."""
+        n, w, h = self.n_samples, self.win_length, self.hop_length
+        if n <= w:
+            return 1
+        return 1 + -(-(n - w) // h)
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """The clip a video encoder sees: ``num_frames`` over ``seconds``, cropped to ``crop``."""
+
+    num_frames: int = 30
+    seconds: float = 1.0
+    crop: int = 112
+    train_short_side: tuple[int, int] = (128, 160)  # random rescale range during training
+    mean: float = VIDEO_MEAN
+    std: float = VIDEO_STD
+    colour_augment: bool = False  # per-clip channel shuffle / grey / inversion / contrast
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """The decoded uint8 cache built once per catalog and preset (decoding every epoch is too slow)."""
+
+    fps: float = 30.0
+    short_side: int = 128
+    max_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    video_widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    audio_widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    heads: int = 10
+    clusters: int | None = None  # None: the number of ground-truth classes, else 100
+    dropout: float = 0.3
+    fusion: str = "augment"  # "augment" (SeLaVi) or "concat"
+
+    @property
+    def video_dim(self) -> int:
+        return self.video_widths[-1]
+
+    @property
+    def audio_dim(self) -> int:
+        return self.audio_widths[-1]
+
+
+@dataclass(frozen=True)
+class SinkhornSpec:
+    lam: float = 20.0
+    tol: float = 0.1
+    max_iter: int = 2000
+    check_every: int = 10
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """When and how pseudo-labels are recomputed during training."""
+
+    n_opts: int = 100  # t_j = T (j / (n_opts - 1)) ** power
+    power: float = 1.5
+    groups: int = 2  # decorrelated heads: one augmented pass per group
+    prior: str = "gauss"  # uniform | gauss | gauss-reciprocal | zipf:S | PATH
+    gauss_sd: float = 0.1
+    bn_warmup_batches: int = 20
+    align: bool = True
+    align_proposals: int = 50_000
+    align_patience: int = 1_000
+    align_restarts: int = 2
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 10  # linear warm-up from lr to lr * world_size
+    batch_size: int = 16
+    epochs: int = 200
+    seed: int = 31
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    video: VideoSpec = field(default_factory=VideoSpec)
+    audio: AudioSpec = field(default_factory=AudioSpec)
+    cache: CacheSpec = field(default_factory=CacheSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    sinkhorn: SinkhornSpec = field(default_factory=SinkhornSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    cpu_bf16: bool = True  # bf16 autocast + channels_last_3d on CPUs that have AVX512-BF16
+    eval_batch_size: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Preset:
+        """A copy with fields of named sections replaced, e.g. ``model={"heads": 2}``."""
+        out = self
+        for section, values in sections.items():
+            if not values:
+                continue
+            out = replace(out, **{section: replace(getattr(out, section), **values)})
+        return out
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Preset:
+        def tup(x: Any) -> Any:
+            return tuple(x) if isinstance(x, list) else x
+
+        parts = {
+            "video": VideoSpec,
+            "audio": AudioSpec,
+            "cache": CacheSpec,
+            "model": ModelSpec,
+            "sinkhorn": SinkhornSpec,
+            "schedule": ScheduleSpec,
+            "optim": OptimSpec,
+        }
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in parts:
+                kwargs[key] = parts[key](**{k: tup(v) for k, v in value.items()})
+            else:
+                kwargs[key] = value
+        return Preset(**kwargs)
+
+
+PAPER = Preset(name="paper")
+
+CPU_SMALL = Preset(
+    name="cpu-small",
+    video=VideoSpec(num_frames=8, seconds=1.0, crop=48, train_short_side=(52, 64), colour_augment=True),
+    audio=AudioSpec(sample_rate=16_000, n_mels=40, n_fft=512, spec_augment=True),
+    cache=CacheSpec(fps=8.0, short_side=56, max_seconds=10.0),
+    model=ModelSpec(video_widths=(16, 32, 64, 128), audio_widths=(16, 32, 64, 128)),
+    schedule=ScheduleSpec(n_opts=30, bn_warmup_batches=5),
+    optim=OptimSpec(optimizer="adam", lr=1e-3, weight_decay=1e-5, warmup_epochs=0, batch_size=64, epochs=30),
+    eval_batch_size=128,
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, CPU_SMALL)}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class PreviewSpec:
+    """Browser previews: H.264 + AAC MP4 (yuv420p, constant frame rate, +faststart) and a poster JPEG."""
+
+    fps: int = 30
+    short_side: int = 240
+    crf: int = 23
+    audio_rate: int = 44_100
+    audio_bitrate: int = 96_000
+    poster_quality: int = 85
+
+
+PREVIEW = PreviewSpec()
+
+
+@dataclass(frozen=True)
+class StudioSpec:
+    """The Studio's browsing and map parameters (sizes a browser and two CPU cores handle comfortably)."""
+
+    page_size: int = 24  # poster frames per grid page
+    grid_columns: int = 6
+    map_max_points: int = 100_000  # above this the map is a stratified sample of the clips
+    map_neighbours: int = 15  # UMAP n_neighbors, from a faiss k-NN graph
+    map_pca_dims: int = 64  # features are PCA-reduced before the exact k-NN graph (fast and denoised)
+    map_pca_train: int = 20_000  # clips the PCA is fitted on
+    map_min_dist: float = 0.1
+    map_seed: int = 0
+    similar_k: int = 12
+    montage_grid: tuple[int, int] = (3, 3)  # columns, rows of member clips playing at once
+    montage_seconds: float = 4.0
+    montage_cell: tuple[int, int] = (192, 144)  # width, height of one cell in pixels
+
+
+STUDIO = StudioSpec()
+
+
+@dataclass(frozen=True)
+class LabelsSpec:
+    """The label store and exports (selavi_core/labels)."""
+
+    store_file: str = "labels.sqlite"  # default SQLite file inside the run folder
+    sqlite_busy_timeout_s: float = 60.0  # a writer waits this long for another writer's lock
+    sqlite_synchronous: str = "FULL"  # fsync the WAL on every commit: an acknowledged edit survives power loss
+    max_name_length: int = 200  # cluster names, labels, annotator and snapshot names
+    sql_chunk: int = 900  # ids per IN (...) list: under every backend's bound-parameter limit
+    split_k: int = 2  # default number of sub-clusters a k-means split proposes
+    split_n_init: int = 4  # k-means restarts
+    split_seed: int = 0
+
+
+LABELS = LabelsSpec()
+
+
+def default_workers() -> int:
+    """Parallel workers for I/O-bound media work: the cores we have, at least two."""
+    return max(2, os.cpu_count() or 2)
