@@ -1,0 +1,39 @@
+"""Shared pytest fixtures. Media fixtures are real files encoded by tests/media_factory.py.
+
+Session-scoped so that each file is encoded once per test run; tests must not modify them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from media_factory import make_bad_media_folder, make_video
+
+
+@pytest.fixture(scope="session")
+def bad_media_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """(root, {relative path: "ok" or expected reason keyword}) of good and broken media files."""
+    root = tmp_path_factory.mktemp("bad_media")
+    return root, make_bad_media_folder(root)
+
+
+@pytest.fixture(scope="session")
+def av_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s, 25 fps, 160x120 H.264 + 24 kHz mono AAC MP4 (seed 0)."""
+    return make_video(tmp_path_factory.mktemp("av_clip") / "clip.mp4", duration=2.0, fps=25, size=(160, 120))
+
+
+@pytest.fixture(scope="session")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 s, 30 fps, 128x96 H.264 (keyframe every 30 frames) + 24 kHz mono AAC MP4 (seed 3)."""
+    path = tmp_path_factory.mktemp("long_clip") / "long.mp4"
+    return make_video(path, duration=8.0, fps=30, size=(128, 96), seed=3, gop=30)
+
+
+@pytest.fixture(scope="session")
+def studio_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(catalog_dir, run_dir) of a 48-clip, 3-head, K=4 run with real previews (tests/studio_fixtures.py)."""
+    from studio_fixtures import make_studio_run
+
+    return make_studio_run(tmp_path_factory.mktemp("studio"))
