@@ -1,0 +1,266 @@
+"""The paper's cluster-quality table for one run, against the catalog's ground truth (selavi-method.md §7).
+
+SeLaVi's protocol scores every head's joint prediction argmax_k p_v * p_a and reports the head with
+the highest NMI against the ground truth. That is an *oracle* choice: it needs the labels the method
+claims not to need. So the result also carries head 0 and the mean over heads (label-free choices)
+and says which is which. Baselines put the numbers in context: the best head's video-only and
+audio-only predictions (how much each modality carries alone), and spherical k-means with faiss on
+the run's pooled features (what "clustering the features after the fact" gives, the comparison the
+README makes for supervised and MIL-NCE features).
+
+Only clips with a known label are scored; clips without one still take part in k-means, as they do
+in training, because the setting is transductive (cluster the whole unlabelled collection).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .errors import RunError
+from .metrics import UNKNOWN, clustering_scores
+from .progress import progress
+from .run import Run
+
+#: Spherical k-means baseline: Lloyd iterations per run, and at most this many independent runs (the
+#: best objective wins) ...
+KMEANS_NITER = 20
+KMEANS_REDO = 3
+#: ... as long as all runs together stay within this many multiply-adds (points x K x dim x iterations):
+#: small collections get 3 runs, VGG-Sound scale (79k sampled points x 309 x 512 x 20 = 2.5e11) gets one,
+#: which keeps each baseline near the 5 s target of perf-baselines.md §3.
+KMEANS_REDO_BUDGET = 3e11
+#: Lloyd runs on at most this many points per cluster (faiss's default subsampling, made explicit so
+#: that every run sees the same sample and their objectives compare).
+KMEANS_TRAIN_PER_CLUSTER = 256
+#: k-means++ seeding draws its centres from a pool of this many points per cluster, at most
+#: ``KMEANS_SEED_POOL_MAX`` (its Gram matrix is computed once: 8192^2 float32 = 256 MiB at most).
+KMEANS_SEED_PER_CLUSTER = 10
+KMEANS_SEED_POOL_MAX = 8192
+
+METRIC_KEYS = ("nmi", "anmi", "ari", "accuracy", "purity", "purity_weighted", "entropy")
+
+NOTE = (
+    "best_head is an oracle choice: the head with the highest NMI against the ground truth, as in SeLaVi's "
+    "evaluation protocol; head0 and mean_over_heads are choices that need no labels"
+)
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, np.float32(1e-12)))
+
+
+def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding on unit vectors: each new centre is drawn with probability ~ its squared distance.
+
+    faiss seeds with k random points, which with well-separated classes often puts two centres in
+    one class and none in another, a local optimum Lloyd never leaves (on 6 blobs, 3 of 4 seeds
+    merged two classes); k-means++ makes that unlikely, and a fair baseline needs it. The pool's
+    Gram matrix is one GEMM, so the K sequential steps are cheap vector operations (K mat-vecs
+    instead were slow under load: BLAS-2 threading on a busy 2-core machine).
+    """
+    n = x.shape[0]
+    gram = x @ x.T
+    centres = np.empty(k, dtype=np.int64)
+    centres[0] = rng.integers(n)
+    d2 = np.maximum(2.0 - 2.0 * gram[centres[0]], 0.0).astype(np.float64)  # |a - b|^2 = 2 - 2 a.b on the sphere
+    for j in range(1, k):
+        total = d2.sum()
+        pick = int(np.searchsorted(np.cumsum(d2), rng.random() * total)) if total > 0 else int(rng.integers(n))
+        centres[j] = min(pick, n - 1)
+        d2 = np.minimum(d2, np.maximum(2.0 - 2.0 * gram[centres[j]], 0.0))
+    return np.ascontiguousarray(x[centres])
+
+
+def kmeans_runs(n: int, k: int, dim: int, niter: int = KMEANS_NITER) -> int:
+    """How many k-means runs fit ``KMEANS_REDO_BUDGET`` (at least 1, at most ``KMEANS_REDO``)."""
+    work = min(n, KMEANS_TRAIN_PER_CLUSTER * k) * k * dim * max(niter, 1)
+    return int(min(KMEANS_REDO, max(1, KMEANS_REDO_BUDGET // max(work, 1))))
+
+
+def kmeans_labels(
+    features: np.ndarray, k: int, *, seed: int = 0, niter: int = KMEANS_NITER, nredo: int | None = None
+) -> np.ndarray:
+    """Cluster ids of spherical k-means on L2-normalised float32 ``features``.
+
+    ``nredo`` runs (default: up to ``KMEANS_REDO`` within ``KMEANS_REDO_BUDGET``), each seeded by
+    k-means++ and refined by ``niter`` faiss Lloyd iterations on the same training sample; the run with
+    the highest objective (sum of cosine similarities) labels every point.
+    """
+    import faiss
+
+    x = _l2_normalise(features)
+    n, d = x.shape
+    k = int(k)
+    if n < k:
+        raise ValueError(f"k-means with k = {k} needs at least {k} points, got {n}")
+    rng = np.random.default_rng(seed)
+    m = KMEANS_TRAIN_PER_CLUSTER * k
+    train = x if n <= m else x[np.sort(rng.choice(n, m, replace=False))]
+    if nredo is None:
+        nredo = kmeans_runs(n, k, d, niter)
+    pool_size = min(train.shape[0], max(k, min(KMEANS_SEED_PER_CLUSTER * k, KMEANS_SEED_POOL_MAX)))
+    best_obj, best_centroids = -np.inf, None
+    for r in range(max(1, nredo)):
+        pool = train if pool_size == train.shape[0] else train[rng.choice(train.shape[0], pool_size, replace=False)]
+        km = faiss.Kmeans(
+            d, k, niter=niter, seed=seed + r, spherical=True, verbose=False,
+            max_points_per_centroid=KMEANS_TRAIN_PER_CLUSTER, min_points_per_centroid=1,
+        )  # fmt: skip
+        obj = km.train(train, init_centroids=_kmeans_pp(pool, k, rng))
+        if obj > best_obj:
+            best_obj, best_centroids = obj, km.centroids
+    index = faiss.IndexFlatIP(d)
+    index.add(np.ascontiguousarray(best_centroids, dtype=np.float32))
+    _, labels = index.search(x, 1)
+    return labels[:, 0].astype(np.int64)
+
+
+def _baseline_features(run: Run) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(name, modality, features) for the k-means baselines, one at a time to bound memory (1.6 GB at 200k).
+
+    The concatenation L2-normalises each modality first so that neither dominates by its scale.
+    """
+    video = _l2_normalise(run.features("video"))
+    yield "k-means on video features", "video", video
+    audio = _l2_normalise(run.features("audio"))
+    yield "k-means on audio features", "audio", audio
+    yield "k-means on video+audio features", "concat", np.concatenate([video, audio], axis=1)
+
+
+def _json_scores(scores: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (None if value is None else (int(value) if key == "k" else float(value))) for key, value in scores.items()
+    }
+
+
+def evaluate_run(
+    run: Run | str | os.PathLike,
+    *,
+    adjusted: bool = True,
+    baselines: bool = True,
+    seed: int = 0,
+    kmeans_niter: int = KMEANS_NITER,
+    kmeans_redo: int | None = None,
+) -> dict[str, Any]:
+    """Every head's scores, the best head (oracle, by NMI) and the baselines, as one JSON-able dict.
+
+    Keys: ``run, n_clips`` (labelled clips scored), ``n_unlabelled, n_classes, clusters, heads``
+    (list of ``{head, k, nmi, anmi, ari, accuracy, purity, purity_weighted, entropy}``), ``best_head,
+    head0, mean_over_heads, baselines`` (list of ``{name, kind, nmi, ari, accuracy, ...}``), ``note``
+    and ``seconds``. ``anmi`` is ``None`` when ``adjusted`` is False. Raises ``RunError`` when the
+    catalog has no labels for the run's clips.
+    """
+    t_start = time.perf_counter()
+    run = run if isinstance(run, Run) else Run(run)
+    truth = run.ground_truth
+    if truth is None:
+        raise RunError(
+            f"the catalog of run {run.dir} ({run.meta.catalog_dir}) has no labels, so there is nothing to evaluate "
+            "against; evaluation needs a labelled catalog (e.g. `selavi ingest --format csv` with a label column)"
+        )
+    codes, class_names = truth
+    joint = np.asarray(run.assignments("joint"))
+    if joint.shape[0] != codes.size:
+        raise RunError(f"run {run.dir} has {joint.shape[0]} assignment rows but {codes.size} clips")
+    known = codes != UNKNOWN
+    y = codes[known]
+    if y.size == 0:
+        raise RunError(f"none of the {codes.size} clips of run {run.dir} has a label")
+
+    heads = []
+    for h in progress(range(joint.shape[1]), total=joint.shape[1], desc="scoring heads", unit="head"):
+        scores = _json_scores(clustering_scores(y, joint[known, h], adjusted=adjusted))
+        heads.append({"head": h, "k": scores.pop("k"), **scores})
+    best = int(np.argmax([h["nmi"] for h in heads]))  # first head on ties
+    t_heads = time.perf_counter() - t_start
+
+    mean_over_heads = {
+        key: (None if heads[0][key] is None else float(np.mean([h[key] for h in heads]))) for key in METRIC_KEYS
+    }
+    mean_over_heads["k"] = float(np.mean([h["k"] for h in heads]))
+
+    result: dict[str, Any] = {
+        "run": str(run.dir),
+        "n_clips": int(y.size),
+        "n_unlabelled": int(codes.size - y.size),
+        "n_classes": int(np.unique(y).size),
+        "classes": [class_names[c] for c in np.unique(y)],
+        "clusters": int(run.clusters),
+        "heads": heads,
+        "best_head": best,
+        "head0": heads[0],
+        "mean_over_heads": mean_over_heads,
+        "baselines": [],
+        "note": NOTE,
+    }
+    seconds: dict[str, float] = {"heads": t_heads}
+    if baselines:
+        out = result["baselines"]
+        for kind in ("video", "audio"):
+            pred = np.asarray(run.assignments(kind)[:, best])
+            scores = _json_scores(clustering_scores(y, pred[known], adjusted=adjusted))
+            out.append({"name": f"{kind}-only, head {best}", "kind": f"{kind}-head", "k": scores.pop("k"), **scores})
+        k = int(run.clusters)
+        if codes.size < k:
+            result["kmeans_skipped"] = f"k-means needs at least K = {k} clips, the run has {codes.size}"
+        else:
+            for name, modality, feats in progress(_baseline_features(run), total=3, desc="k-means baselines"):
+                t0 = time.perf_counter()
+                runs = kmeans_redo or kmeans_runs(feats.shape[0], k, feats.shape[1], kmeans_niter)
+                pred = kmeans_labels(feats, k, seed=seed, niter=kmeans_niter, nredo=runs)
+                scores = _json_scores(clustering_scores(y, pred[known], adjusted=adjusted))
+                seconds[f"kmeans_{modality}"] = time.perf_counter() - t0
+                out.append({"name": name, "kind": f"kmeans-{modality}", "k": scores.pop("k"), **scores, "runs": runs})
+        result["kmeans"] = {"k": k, "niter": kmeans_niter, "seed": seed, "spherical": True, "init": "k-means++"}
+    seconds["total"] = time.perf_counter() - t_start
+    result["seconds"] = seconds
+    return result
+
+
+def _pct(value: float | None) -> str:
+    return "    -" if value is None else f"{100 * value:5.1f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a fixed-width text table: all heads (best marked '*'), their mean, and baselines."""
+    lines = [
+        f"SeLaVi evaluation of {result['run']}",
+        f"{result['n_clips']:,} labelled clips"
+        + (f" ({result['n_unlabelled']:,} without a label, not scored)" if result.get("n_unlabelled") else "")
+        + f", {result['n_classes']} classes, K = {result['clusters']}, {len(result['heads'])} heads",
+        "",
+        f"{'head':>6} {'k':>5}   {'NMI':>5} {'aNMI':>5} {'ARI':>5} {'Acc':>5}  {'Purity':>6} {'wPurity':>7}  {'Entropy':>7}",
+    ]
+
+    def row(label: str, s: dict[str, Any]) -> str:
+        k = f"{s['k']:5.0f}" if isinstance(s.get("k"), float) else f"{s.get('k', ''):>5}"
+        return (
+            f"{label:>6} {k}   {_pct(s['nmi'])} {_pct(s['anmi'])} {_pct(s['ari'])} {_pct(s['accuracy'])}"
+            f"  {_pct(s['purity']):>6} {_pct(s['purity_weighted']):>7}  {s['entropy']:7.3f}"
+        )
+
+    for h in result["heads"]:
+        mark = "*" if h["head"] == result["best_head"] else " "
+        lines.append(row(f"{mark} {h['head']}", h))
+    lines.append(row("mean", result["mean_over_heads"]))
+    lines += [
+        "",
+        f"* head {result['best_head']}: best NMI against the ground truth, an oracle choice (SeLaVi's protocol);",
+        "  head 0 and the mean need no labels. Scores in %, entropy in nats; Purity is the unweighted mean",
+        "  over clusters (as in the official code), wPurity the size-weighted one.",
+    ]
+    if result.get("baselines"):
+        width = max(len(b["name"]) for b in result["baselines"])
+        lines += ["", f"{'baseline':<{width}} {'k':>5}   {'NMI':>5} {'ARI':>5} {'Acc':>5}"]
+        for b in result["baselines"]:
+            lines.append(f"{b['name']:<{width}} {b['k']:>5}   {_pct(b['nmi'])} {_pct(b['ari'])} {_pct(b['accuracy'])}")
+    if result.get("kmeans_skipped"):
+        lines += ["", f"k-means baselines skipped: {result['kmeans_skipped']}"]
+    return "\n".join(lines)
