@@ -15,7 +15,7 @@ from . import __version__
 from .errors import SelaviError
 
 #: Pipeline order: media -> catalog -> run -> labels -> exports.
-COMMANDS = ("demo_data", "ingest", "previews", "cache", "train", "assign", "evaluate", "app", "export")
+COMMANDS = ("demo_data", "ingest", "previews", "train", "assign", "evaluate", "app", "labels", "export")
 
 DESCRIPTION = """\
 SeLaVi Studio: turn a folder of unlabelled videos into named, curated labels.

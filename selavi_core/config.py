@@ -52,6 +52,7 @@ class AudioSpec:
     high_hz: float | None = None  # None means Nyquist
     volume_jitter: float = 0.1  # training gain drawn from U(1 - j, 1 + j)
     spec_augment: bool = False  # training time and frequency masks on the log-mel
+    exact: bool = True  # float64 log-mel, identical to python_speech_features (official checkpoints need it)
 
     @property
     def win_length(self) -> int:
@@ -203,9 +204,9 @@ PAPER = Preset(name="paper")
 
 CPU_SMALL = Preset(
     name="cpu-small",
-    video=VideoSpec(num_frames=8, seconds=1.0, crop=48, train_short_side=(52, 64), colour_augment=True),
-    audio=AudioSpec(sample_rate=16_000, n_mels=40, n_fft=512, spec_augment=True),
-    cache=CacheSpec(fps=8.0, short_side=56, max_seconds=10.0),
+    video=VideoSpec(num_frames=4, seconds=1.0, crop=40, train_short_side=(42, 52), colour_augment=True),
+    audio=AudioSpec(sample_rate=16_000, n_mels=40, n_fft=512, spec_augment=True, exact=False),
+    cache=CacheSpec(fps=8.0, short_side=48, max_seconds=10.0),
     model=ModelSpec(video_widths=(16, 32, 64, 128), audio_widths=(16, 32, 64, 128)),
     schedule=ScheduleSpec(n_opts=30, bn_warmup_batches=5),
     optim=OptimSpec(optimizer="adam", lr=1e-3, weight_decay=1e-5, warmup_epochs=0, batch_size=64, epochs=30),
@@ -266,9 +267,9 @@ class LabelsSpec:
     sqlite_busy_timeout_s: float = 60.0  # a writer waits this long for another writer's lock
     sqlite_synchronous: str = "FULL"  # fsync the WAL on every commit: an acknowledged edit survives power loss
     max_name_length: int = 200  # cluster names, labels, annotator and snapshot names
-    sql_chunk: int = 900  # ids per IN (...) list: under every backend's bound-parameter limit
     split_k: int = 2  # default number of sub-clusters a k-means split proposes
     split_n_init: int = 4  # k-means restarts
+    split_iters: int = 25  # k-means iterations per restart
     split_seed: int = 0
 
 

@@ -1,0 +1,93 @@
+"""``selavi labels``: the label store of a run from the command line (history, undo, snapshots...)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = """\
+Read and edit the human labels of RUN_DIR (stored in RUN_DIR/labels.sqlite unless --store says
+otherwise). Every edit is an event in an append-only log: nothing is overwritten, everything can be
+undone per annotator, and snapshots name a state that `selavi export --snapshot` can export later.
+
+actions:
+  show [--head H]                 the label vocabulary with counts per source
+  clusters [--head H]             every cluster with its name, size and version
+  history [--limit N]             who did what, when (latest first)
+  rename CLUSTER NAME --as WHO    name a cluster of --head (e.g. 12 or 12.a)
+  undo --as WHO / redo --as WHO   undo (redo) WHO's latest edit
+  snapshot NAME --as WHO          name the current labels, e.g. "label set v3"
+  snapshots                       the named snapshots
+"""
+
+ACTIONS = ("show", "clusters", "history", "rename", "undo", "redo", "snapshot", "snapshots")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "labels",
+        help="label store: vocabulary, history, rename, undo/redo, snapshots",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("action", choices=ACTIONS, metavar="ACTION", help=" | ".join(ACTIONS))
+    p.add_argument("args", nargs="*", metavar="ARG", help="the action's arguments")
+    p.add_argument("--head", type=int, default=0)
+    p.add_argument("--as", dest="annotator", metavar="WHO", help="annotator name (required for edits)")
+    p.add_argument("--limit", type=int, default=30, help="history: how many events")
+    p.add_argument("--store", metavar="URL", help="a SQLAlchemy URL or SQLite path (default RUN_DIR/labels.sqlite)")
+    p.add_argument("--run-key", metavar="KEY", help="which run's labels, in a store shared by several runs")
+    p.set_defaults(func=run)
+
+
+def _need(args: argparse.Namespace, n: int, usage: str) -> list[str]:
+    from ..labels.store import LabelError
+
+    if len(args.args) != n:
+        raise LabelError(f"usage: selavi labels RUN_DIR {usage}")
+    return args.args
+
+
+def run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from ..labels.store import LabelStore
+
+    def when(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    display = pd.option_context("display.width", 160, "display.max_colwidth", 90, "display.max_rows", 500)
+    with display, LabelStore.open(args.run_dir, store=args.store, run_key=args.run_key) as store:
+        a = args.action
+        if a == "show":
+            vocab = store.vocabulary(args.head)
+            print(vocab.to_string(index=False) if len(vocab) else "no labels yet")
+        elif a == "clusters":
+            print(store.clusters(args.head).drop(columns=["time"]).to_string(index=False))
+        elif a == "history":
+            hist = store.history(args.limit)
+            for r in hist.itertuples(index=False):
+                flag = " (undone)" if r.undone else ""
+                print(f"{r.id:>6}  {when(r.time)}  {r.summary}{flag}")
+            if hist.empty:
+                print("no edits yet")
+        elif a == "rename":
+            cluster, name = _need(args, 2, "rename CLUSTER NAME --as WHO")
+            ev = store.rename_cluster(args.head, cluster, name, annotator=args.annotator, expected_version=None)
+            print(f"event {ev.id}: cluster {ev.target['cluster']} (head {args.head}) is now {name!r}")
+        elif a in ("undo", "redo"):
+            ev = (store.undo if a == "undo" else store.redo)(args.annotator)
+            print(f"event {ev.id}: {ev.old['summary']} ({a} done)")
+        elif a == "snapshot":
+            (name,) = _need(args, 1, "snapshot NAME --as WHO")
+            ev = store.snapshot(name, annotator=args.annotator)
+            print(f"event {ev.id}: snapshot {name!r} saved")
+        elif a == "snapshots":
+            snaps = store.snapshots()
+            for r in snaps.itertuples(index=False):
+                print(f"{r.name!r}: event {r.event_id}, by {r.annotator} at {when(r.time)}")
+            if snaps.empty:
+                print("no snapshots yet")
+    return 0

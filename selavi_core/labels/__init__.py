@@ -1,0 +1,34 @@
+"""Human labels for a run: a durable, versioned event log of cluster names and per-clip decisions.
+
+- ``semantics``: the pure fold of events into effective labels (what a rename, merge, split,
+  override, rejection, undo or snapshot *means*);
+- ``store``: ``LabelStore``, the SQLAlchemy-backed log (SQLite by default, any URL) and the API the
+  Studio calls;
+- ``exports``: the label set in the field's formats (CSV, JSON, Kinetics, VGG-Sound, FiftyOne tree,
+  Label Studio tasks), each with a provenance sidecar, written atomically.
+
+Importing this package is light (no torch, no sklearn until a k-means split is asked for).
+"""
+
+from .exports import FORMATS, ExportError, ExportResult, export_bytes, export_labels
+from .semantics import ACTIONS, EDIT_ACTIONS, LABEL_COLUMNS, Event, LabelState, effective_labels, fold
+from .store import LabelError, LabelStore, NothingToUndo, StaleEditError
+
+__all__ = [
+    "ACTIONS",
+    "EDIT_ACTIONS",
+    "FORMATS",
+    "LABEL_COLUMNS",
+    "Event",
+    "ExportError",
+    "ExportResult",
+    "LabelError",
+    "LabelState",
+    "LabelStore",
+    "NothingToUndo",
+    "StaleEditError",
+    "effective_labels",
+    "export_bytes",
+    "export_labels",
+    "fold",
+]

@@ -1,0 +1,967 @@
+"""The label store: an append-only event log in a real database, and the API the Studio calls.
+
+Why a database and an event log: a label edit must never be lost, several annotators (browser
+sessions, processes) edit at once, and every label must say who decided it and when. So edits are
+rows appended to ``label_events`` in one short transaction each; nothing is ever updated or deleted;
+the current labels are ``semantics.fold`` of the rows. Undo, redo and named snapshots fall out of
+that for free.
+
+Storage: any SQLAlchemy URL. By default a SQLite file ``RUN_DIR/labels.sqlite`` in WAL mode with
+``synchronous=FULL``, so an edit whose call returned is in the fsynced WAL and survives a SIGKILL or
+a power cut. Writers take the database lock up front (``BEGIN IMMEDIATE`` on SQLite; on other
+backends a row lock on the run's ``label_runs`` row), re-read the log, check the edit against it
+and append, so two processes appending at once both succeed, in some order. The SQL is portable
+(no SQLite-only statements outside the SQLite connection hooks), so a team can point
+``--store postgresql://...`` at a shared server; one database holds the labels of many runs, keyed
+by ``run_key``.
+
+Stale edits: every edit passes ``expected_version``, the version the user's screen was drawn from
+(``store.version()`` when the page rendered, or ``version_of(...)`` of the thing edited). If an
+event touching the same cluster (its merge group or the cluster it was split from) or the same clips
+was appended after that version, the edit raises ``StaleEditError`` naming who changed it to what,
+instead of silently overwriting. Edits to different clusters never conflict. Pass
+``expected_version=None`` only from scripts that knowingly overwrite.
+
+Typical use (the Studio)::
+
+    store = LabelStore.open(run_dir)                    # RUN_DIR/labels.sqlite
+    seen = store.version()                              # when the page is drawn
+    store.rename_cluster(0, 12, "dog barking", annotator="ana", expected_version=seen)
+    store.override_clips(["c0042"], "cat", annotator="ana", expected_version=seen)
+    store.reject_clips(0, ["c0077"], annotator="ana", expected_version=seen)   # "not this"
+    store.merge_clusters(0, [3, 7], annotator="ana", expected_version=seen, name="siren")
+    store.split_cluster(0, 12, annotator="ana", expected_version=seen, method="kmeans", k=2)
+    store.rename_cluster(0, "12.a", "puppy", annotator="ana", expected_version=store.version())
+    store.undo("ana"); store.redo("ana")
+    store.snapshot("label set v3", annotator="ana")
+    df = store.effective_labels(head=0)                 # one row per clip, see semantics.LABEL_COLUMNS
+    store.vocabulary(0); store.clusters(0); store.history(50)
+
+API (all edits take ``annotator=`` and ``expected_version=``, return the appended ``Event`` and raise
+``StaleEditError`` / ``LabelError`` with a sentence for the user; cluster ids are ints or "12.a"):
+
+- edits: ``rename_cluster(head, cluster, name)``, ``merge_clusters(head, clusters, name=None)``,
+  ``split_cluster(head, cluster, method="kmeans"|"selection", k=2, clip_ids=None, proposal=None)``,
+  ``label_clips(clip_ids, label)`` (a map selection), ``override_clips(clip_ids, label)`` (the grid),
+  ``clear_overrides(clip_ids)``, ``reject_clips(head, clip_ids, rejected=True)`` ("not this");
+- history: ``undo(annotator)``, ``redo(annotator)``, ``can_undo/can_redo(annotator)`` (what would be
+  undone, for the button), ``snapshot(name, annotator=)``, ``snapshots()``, ``history(limit, annotator=)``;
+- reads: ``version()``, ``version_of(head, cluster)`` / ``version_of(clip_ids=...)``,
+  ``effective_labels(head, snapshot=None)``, ``vocabulary(head)``, ``clusters(head)``,
+  ``cluster_names(head)``, ``members(head, cluster)``, ``propose_split(...)`` (writes nothing),
+  ``annotators()``, ``events()``, ``log_info(snapshot)``.
+
+One ``LabelStore`` per run and process is enough (wrap it in ``st.cache_resource``): it is
+thread-safe, keeps the log in memory, reads only new rows on each call and caches the fold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import StaticPool
+
+from ..config import LABELS
+from ..errors import SelaviError
+from ..run import Run
+from . import semantics as sem
+from .semantics import Event, LabelState
+
+SCHEMA_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+class LabelError(SelaviError):
+    """A label edit or query that cannot be done as asked (unknown cluster, empty annotator...)."""
+
+
+class StaleEditError(LabelError):
+    """The edit was based on a view that someone else has changed since.
+
+    ``event`` is the latest event touching what was edited (who, when, what they set), ``current``
+    the value now in force (e.g. the cluster's current name), ``expected_version`` and
+    ``current_version`` the two event ids compared.
+    """
+
+    def __init__(self, what: str, expected_version: int, current_version: int, event: Event, current: Any = None):
+        when = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        now = f"; it is now {current!r}" if current is not None else ""
+        super().__init__(
+            f"{what} was changed after the version you saw (event {expected_version}): {sem.describe(event)} "
+            f"at {when} (event {event.id}){now}. Reload to see the change, then edit again."
+        )
+        self.what = what
+        self.expected_version = expected_version
+        self.current_version = current_version
+        self.event = event
+        self.current = current
+
+
+class NothingToUndo(LabelError):
+    """``undo``/``redo`` was asked of an annotator with an empty stack."""
+
+
+# ------------------------------------------------------------------------------------------ schema
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LabelRunRow(Base):
+    """One row per run whose labels this database holds; writers lock it (portable row lock)."""
+
+    __tablename__ = "label_runs"
+    run_key: Mapped[str] = mapped_column(sa.String(400), primary_key=True)
+    created: Mapped[float] = mapped_column(sa.Double, nullable=False)
+    meta: Mapped[dict] = mapped_column(sa.JSON, nullable=False)  # run dir, hashes (informational)
+    writes: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    schema_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=SCHEMA_VERSION)
+
+
+class LabelEventRow(Base):
+    """The append-only log. ``target``/``old_value``/``new_value`` are JSON (see ``semantics``)."""
+
+    __tablename__ = "label_events"
+    __table_args__ = (sa.Index("ix_label_events_run_id", "run_key", "id"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    run_key: Mapped[str] = mapped_column(sa.String(400), sa.ForeignKey("label_runs.run_key"), nullable=False)
+    time: Mapped[float] = mapped_column(sa.Double, nullable=False)
+    annotator: Mapped[str] = mapped_column(sa.String(LABELS.max_name_length), nullable=False)
+    action: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    head: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    target: Mapped[dict] = mapped_column(sa.JSON, nullable=False)
+    old_value: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
+    new_value: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
+    source: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    ref_event: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+
+
+EVENTS = LabelEventRow.__table__
+RUNS = LabelRunRow.__table__
+
+
+def _row_event(r: Any) -> Event:
+    return Event(
+        id=int(r.id), time=float(r.time), annotator=r.annotator, action=r.action,
+        head=None if r.head is None else int(r.head), target=r.target or {}, old=r.old_value, new=r.new_value,
+        source=r.source, ref=None if r.ref_event is None else int(r.ref_event),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ engine
+
+
+def store_url(where: str | os.PathLike) -> str:
+    """A SQLAlchemy URL from a URL or a file path (a path means a SQLite file there)."""
+    text = str(where)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for provenance and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine whose transactions are real: on SQLite, WAL + synchronous=FULL and BEGIN (IMMEDIATE).
+
+    pysqlite by default defers BEGIN until the first write and never locks for reads, which breaks
+    read-check-append; the standard fix is to switch its own transaction handling off and emit
+    BEGIN ourselves. Write transactions (``execution_options(selavi_write=True)``) take the write
+    lock at BEGIN, so the check and the append see the same log.
+    """
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return sa.create_engine(u, pool_pre_ping=True)
+    memory = u.database in (None, "", ":memory:")
+    if memory:
+        engine = sa.create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(u, connect_args={"timeout": LABELS.sqlite_busy_timeout_s, "check_same_thread": False})
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see above)
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={LABELS.sqlite_synchronous}")
+        cur.execute(f"PRAGMA busy_timeout={int(LABELS.sqlite_busy_timeout_s * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("selavi_write") else "BEGIN")
+
+    return engine
+
+
+def default_run_key(run: Run) -> str:
+    """Run identity inside a shared database: folder name and catalog hash (stable across re-assignment)."""
+    return f"{run.dir.resolve().name}@{run.meta.catalog_hash}"
+
+
+def _clean_text(value: Any, what: str, *, required: bool) -> str | None:
+    text = "" if value is None else str(value).strip()
+    if not text:
+        if required:
+            raise LabelError(f"{what} is required")
+        return None
+    if len(text) > LABELS.max_name_length:
+        raise LabelError(f"{what} is longer than {LABELS.max_name_length} characters")
+    return text
+
+
+# ------------------------------------------------------------------------------------------ store
+
+
+class LabelStore:
+    """Human labels of one run: append edits, fold them into labels. Thread-safe; one per process is enough."""
+
+    def __init__(self, url: str, *, run: Run | None = None, run_key: str | None = None):
+        self.url = url
+        self.run = run
+        try:
+            self._engine = make_engine(url)
+        except OSError as err:
+            raise LabelError(f"cannot create the label store {redact(url)}: {err}; give another --store") from err
+        self._lock = threading.RLock()
+        self._events: list[Event] = []
+        self._state_cache: dict[int | None, tuple[int, LabelState]] = {}
+        self._label_cache: dict[tuple, pd.DataFrame] = {}
+        self._row_of: dict[str, int] | None = None
+        self._create_schema()
+        self.run_key = self._resolve_run_key(run_key)
+
+    # opening ----------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        target: str | os.PathLike | Run,
+        *,
+        store: str | os.PathLike | None = None,
+        run_key: str | None = None,
+    ) -> LabelStore:
+        """Open (creating if needed) the label store of a run.
+
+        ``target`` is a run folder (or ``Run``), or a database URL/path for label-only work without
+        the run (renames, overrides, history; no effective labels or k-means splits). ``store``
+        overrides where the database is: a SQLAlchemy URL or a file path; default
+        ``RUN_DIR/labels.sqlite``.
+        """
+        run: Run | None
+        if isinstance(target, Run):
+            run = target
+        elif "://" in str(target) or (Path(target).is_file() and not Path(target, "run.json").exists()):
+            run, store = None, store or target
+        else:
+            run = Run(target)
+        if store is None:
+            if run is None:
+                raise LabelError("give a run folder or a store URL")
+            store = run.dir / LABELS.store_file
+        return cls(store_url(store), run=run, run_key=run_key)
+
+    def _create_schema(self) -> None:
+        try:
+            try:
+                with self._write() as conn:
+                    Base.metadata.create_all(conn)
+            except sa.exc.IntegrityError:  # another process created the tables at the same moment (not SQLite)
+                Base.metadata.create_all(self._engine)
+        except sa.exc.DBAPIError as err:
+            raise LabelError(
+                f"cannot open the label store {redact(self.url)}: {err.orig}; "
+                "give a writable path or database URL with --store"
+            ) from err
+
+    def _resolve_run_key(self, run_key: str | None) -> str:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(RUNS.c.run_key, RUNS.c.meta)).all()
+        existing = {r.run_key: r.meta or {} for r in rows}
+        if self.run is None:
+            if run_key is None and len(existing) == 1:
+                run_key = next(iter(existing))
+            if run_key in existing:  # label-only access by URL: find the run where the log says it is
+                run_dir = existing[run_key].get("run_dir")
+                if run_dir and Path(run_dir, "run.json").is_file():
+                    self.run = Run(run_dir)
+                return run_key
+        if run_key is None and self.run is None:
+            raise LabelError(
+                f"{redact(self.url)} holds labels of {len(existing)} runs; say which with run_key "
+                f"({', '.join(sorted(existing)) or 'none yet'})"
+            )
+        if run_key is None:
+            run_key = default_run_key(self.run)
+            if run_key not in existing:
+                same_catalog = [k for k, m in existing.items() if m.get("catalog_hash") == self.run.meta.catalog_hash]
+                if len(existing) == 1 and same_catalog:  # the run folder was renamed or moved
+                    run_key = same_catalog[0]
+        if run_key not in existing:
+            meta: dict[str, Any] = {}
+            if self.run is not None:
+                m = self.run.meta
+                meta = {
+                    "run_dir": str(self.run.dir.resolve()), "catalog_dir": m.catalog_dir,
+                    "catalog_hash": m.catalog_hash, "checkpoint_hash": m.checkpoint_hash,
+                    "heads": m.heads, "clusters": m.clusters,
+                }  # fmt: skip
+            with self._write() as conn:
+                found = conn.execute(sa.select(RUNS.c.run_key).where(RUNS.c.run_key == run_key)).first()
+                if found is None:
+                    conn.execute(
+                        RUNS.insert().values(
+                            run_key=run_key, created=time.time(), meta=meta, writes=0, schema_version=SCHEMA_VERSION
+                        )
+                    )
+        return run_key
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> LabelStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction that holds the database's write lock from its first statement."""
+        with self._engine.connect() as conn:
+            conn.execution_options(selavi_write=True)
+            with conn.begin():
+                yield conn
+
+    def _load_new(self, conn: Connection) -> None:
+        last = self._events[-1].id if self._events else 0
+        rows = conn.execute(
+            sa.select(EVENTS).where(EVENTS.c.run_key == self.run_key, EVENTS.c.id > last).order_by(EVENTS.c.id)
+        ).all()
+        if rows:
+            self._events.extend(_row_event(r) for r in rows)
+
+    def _sync(self) -> None:
+        with self._lock, self._engine.connect() as conn, conn.begin():
+            self._load_new(conn)
+
+    def _state(self, upto: int | None = None) -> LabelState:
+        """The fold of the cached log (at a snapshot when ``upto``); extended in place when possible."""
+        last = self._events[-1].id if self._events else 0
+        cached = self._state_cache.get(upto)
+        if cached is not None and (cached[0] == last or upto is not None and cached[0] >= upto):
+            return cached[1]
+        if cached is not None and upto is None:
+            i = len(self._events)
+            while i > 0 and self._events[i - 1].id > cached[0]:
+                i -= 1
+            if sem.fold_more(cached[1], self._events[i:]):
+                self._state_cache[upto] = (last, cached[1])
+                return cached[1]
+        state = sem.fold(self._events, upto=upto)
+        self._state_cache[upto] = (last, state)
+        return state
+
+    def _append(self, build: Any, expected_version: int | None = None) -> Event:
+        """Run ``build(state) -> dict of event fields`` under the write lock and append its event.
+
+        The log is re-read inside the locked transaction, so checks in ``build`` (stale versions,
+        unknown clusters) see every edit committed before this one. The call returns only after
+        the commit: a returned edit is on disk.
+        """
+        with self._lock:
+            with self._write() as conn:
+                conn.execute(RUNS.update().where(RUNS.c.run_key == self.run_key).values(writes=RUNS.c.writes + 1))
+                self._load_new(conn)
+                fields = build(self._state())
+                if fields["action"] in sem.EDIT_ACTIONS:
+                    # the version the edit was based on: the log can prove no update was lost
+                    fields["target"] = {**fields["target"], "based_on": expected_version}
+                fields.setdefault("head", None)
+                fields.setdefault("old_value", None)
+                fields.setdefault("ref_event", None)
+                values = {"run_key": self.run_key, "time": time.time(), **fields}
+                new_id = conn.execute(EVENTS.insert().values(**values)).inserted_primary_key[0]
+            # what the database now holds (JSON round trip: the cache must equal a fresh read)
+            ev = _row_event(_Obj(id=new_id, **json.loads(json.dumps(values))))
+            self._events.append(ev)
+            return ev
+
+    # validation helpers -----------------------------------------------------------------------
+    def _need_run(self, what: str) -> Run:
+        if self.run is None:
+            raise LabelError(f"{what} needs the run folder; open the store with LabelStore.open(RUN_DIR)")
+        return self.run
+
+    def _check_head(self, head: Any) -> int:
+        try:
+            h = int(head)
+        except (TypeError, ValueError):
+            raise LabelError(f"head must be an integer, not {head!r}") from None
+        if h < 0 or (self.run is not None and h >= self.run.heads):
+            n = self.run.heads if self.run is not None else "?"
+            raise LabelError(f"head {h} does not exist (this run has {n} heads)")
+        return h
+
+    def _check_node(self, state: LabelState, head: int, cluster: Any) -> str:
+        try:
+            node = sem.node_id(cluster)
+        except ValueError as err:
+            raise LabelError(str(err)) from None
+        if "." in node:
+            if node not in state.known_nodes(head):
+                raise LabelError(f"cluster {node} of head {head} does not exist (split it first)")
+        elif self.run is not None and int(node) >= self.run.clusters:
+            raise LabelError(f"cluster {node} does not exist: head {head} has clusters 0..{self.run.clusters - 1}")
+        return node
+
+    def _check_clips(self, clip_ids: Iterable[Any]) -> list[str]:
+        ids = list(dict.fromkeys(str(c) for c in clip_ids))
+        if not ids:
+            raise LabelError("no clips given")
+        if self.run is not None:
+            row = self._rows()
+            unknown = [c for c in ids if c not in row]
+            if unknown:
+                raise LabelError(f"{len(unknown)} clip id(s) are not in this run, e.g. {', '.join(unknown[:3])}")
+        return ids
+
+    def _rows(self) -> dict[str, int]:
+        if self._row_of is None:
+            self._row_of = {str(c): i for i, c in enumerate(self._need_run("clip lookups").clip_ids)}
+        return self._row_of
+
+    @staticmethod
+    def _fresh(state: LabelState, what: str, current_version: int, expected: int | None, current: Any) -> None:
+        if expected is None or current_version <= int(expected):
+            return
+        raise StaleEditError(what, int(expected), current_version, state.events[current_version], current)
+
+    def _name_now(self, state: LabelState, head: int, node: str) -> str | None:
+        hs = state.heads.get(head)
+        rec = hs.name_record(node)[0] if hs else None
+        return rec.name if rec else None
+
+    # edits ------------------------------------------------------------------------------------
+    def rename_cluster(
+        self, head: int, cluster: Any, name: str | None, *, annotator: str, expected_version: int | None,
+        source: str = "api",
+    ) -> Event:  # fmt: skip
+        """Name a cluster (or sub-cluster, or merge group) of ``head``; ``None``/"" clears its own name."""
+        h = self._check_head(head)
+        who = _clean_text(annotator, "annotator name", required=True)
+        new = _clean_text(name, "cluster name", required=False)
+
+        def build(state: LabelState) -> dict[str, Any]:
+            node = self._check_node(state, h, cluster)
+            old = self._name_now(state, h, node)
+            self._fresh(state, f"cluster {node} (head {h})", state.cluster_version(h, node), expected_version, old)
+            return {
+                "annotator": who, "action": "rename_cluster", "head": h, "target": {"head": h, "cluster": node},
+                "old_value": {"name": old}, "new_value": {"name": new}, "source": source,
+            }  # fmt: skip
+
+        return self._append(build, expected_version)
+
+    def merge_clusters(
+        self, head: int, clusters: Sequence[Any], *, annotator: str, expected_version: int | None,
+        name: str | None = None, source: str = "api",
+    ) -> Event:  # fmt: skip
+        """Unite clusters under one name (``name``, else the first named one in the order given)."""
+        h = self._check_head(head)
+        who = _clean_text(annotator, "annotator name", required=True)
+        given = _clean_text(name, "cluster name", required=False)
+
+        def build(state: LabelState) -> dict[str, Any]:
+            nodes = list(dict.fromkeys(self._check_node(state, h, c) for c in clusters))
+            if len(nodes) < 2:
+                raise LabelError("merging needs at least two different clusters")
+            olds = {n: self._name_now(state, h, n) for n in nodes}
+            for n in nodes:
+                self._fresh(state, f"cluster {n} (head {h})", state.cluster_version(h, n), expected_version, olds[n])
+            chosen = given or next((v for v in olds.values() if v), None)
+            return {
+                "annotator": who, "action": "merge_clusters", "head": h, "target": {"head": h, "clusters": nodes},
+                "old_value": {"names": olds}, "new_value": {"name": chosen}, "source": source,
+            }  # fmt: skip
+
+        return self._append(build, expected_version)
+
+    def propose_split(
+        self, head: int, cluster: Any, *, method: str = "kmeans", k: int = LABELS.split_k,
+        clip_ids: Iterable[Any] | None = None, features: str = "concat", seed: int = LABELS.split_seed,
+    ) -> dict[str, list[str]]:  # fmt: skip
+        """Sub-clusters a split would create, ``{"12.a": [clip ids], ...}``, largest first; nothing is written.
+
+        ``method="kmeans"``: k-means (``k`` parts) on the members' L2-normalised features (``features``:
+        ``video``, ``audio`` or ``concat``). ``method="selection"``: the given ``clip_ids`` that are
+        members (e.g. a map lasso) versus the rest.
+        """
+        h = self._check_head(head)
+        self._sync()
+        with self._lock:  # the cached state is extended in place by later appends: read it under the lock
+            state = self._state()
+            node = self._check_node(state, h, cluster)
+            return self._propose(state, h, node, method, k, clip_ids, features, seed)
+
+    def _members(self, state: LabelState, head: int, node: str, *, group: bool = True) -> list[str]:
+        run = self._need_run("cluster members")
+        codes, names = sem.clip_codes(state, head, run.clip_ids, run.assignments("joint")[:, head], self._rows())
+        hs = state.heads.get(head) or sem.HeadState()
+        wanted = set(hs.group(node)) if group else {node}
+        mask = np.isin(codes, [i for i, n in enumerate(names) if n in wanted])
+        return [str(c) for c in np.asarray(run.clip_ids)[mask]]
+
+    def _propose(
+        self, state: LabelState, head: int, node: str, method: str, k: int, clip_ids: Iterable[Any] | None,
+        features: str, seed: int,
+    ) -> dict[str, list[str]]:  # fmt: skip
+        run = self._need_run("splitting a cluster")
+        members = self._members(state, head, node)
+        if len(members) < 2:
+            raise LabelError(f"cluster {node} (head {head}) has {len(members)} member(s): nothing to split")
+        if method == "selection":
+            if clip_ids is None:
+                raise LabelError("a selection split needs the selected clip ids")
+            chosen = {str(c) for c in clip_ids}
+            inside = [c for c in members if c in chosen]
+            if not inside or len(inside) == len(members):
+                raise LabelError(
+                    f"the selection holds {len(inside)} of the {len(members)} members of cluster {node}: "
+                    "select some members, not none or all"
+                )
+            outside = [c for c in members if c not in chosen]
+            parts = [inside, outside]
+        elif method == "kmeans":
+            k = int(k)
+            if k < 2 or k > len(members):
+                raise LabelError(f"k must be between 2 and the cluster size ({len(members)}), not {k}")
+            row = self._rows()
+            idx = np.fromiter((row[c] for c in members), dtype=np.int64)
+            codes = kmeans(_member_features(run, features, idx), k, seed)
+            parts = [[members[i] for i in np.flatnonzero(codes == j)] for j in range(k)]
+            parts = [p for p in parts if p]
+            if len(parts) < 2:
+                raise LabelError(f"k-means found a single group in cluster {node}: the members' features coincide")
+            parts.sort(key=lambda p: (-len(p), p[0]))  # k-means labels are arbitrary: largest part first
+        else:
+            raise LabelError(f"split method must be 'kmeans' or 'selection', not {method!r}")
+        return dict(zip(self._fresh_subs(state, head, node, len(parts)), parts, strict=True))
+
+    @staticmethod
+    def _fresh_subs(state: LabelState, head: int, node: str, n: int) -> list[str]:
+        used = state.subs_ever.get((head, node), set())
+        out, i = [], 0
+        while len(out) < n:
+            sub = f"{node}.{sem.sub_suffix(i)}"
+            if sub not in used:
+                out.append(sub)
+            i += 1
+        return out
+
+    def split_cluster(
+        self, head: int, cluster: Any, *, annotator: str, expected_version: int | None, method: str = "kmeans",
+        k: int = LABELS.split_k, clip_ids: Iterable[Any] | None = None, proposal: dict[str, list[str]] | None = None,
+        features: str = "concat", seed: int = LABELS.split_seed, source: str = "api",
+    ) -> Event:  # fmt: skip
+        """Split a cluster into named-later sub-clusters (``event.new["parts"]``: sub id -> clip ids).
+
+        Pass the ``proposal`` the user confirmed (from ``propose_split``) to commit exactly it; the
+        sub-cluster ids are re-lettered if someone split the same cluster meanwhile. Sub-clusters
+        inherit the cluster's name until they are renamed.
+        """
+        h = self._check_head(head)
+        who = _clean_text(annotator, "annotator name", required=True)
+        if method not in ("kmeans", "selection"):
+            raise LabelError(f"split method must be 'kmeans' or 'selection', not {method!r}")
+        sel = None if clip_ids is None else [str(c) for c in clip_ids]
+
+        def build(state: LabelState) -> dict[str, Any]:
+            node = self._check_node(state, h, cluster)
+            old = self._name_now(state, h, node)
+            self._fresh(state, f"cluster {node} (head {h})", state.cluster_version(h, node), expected_version, old)
+            if proposal is None:
+                parts = self._propose(state, h, node, method, k, sel, features, seed)
+            else:
+                members = set(self._members(state, h, node))
+                groups = [list(dict.fromkeys(str(c) for c in ids)) for ids in proposal.values()]
+                groups = [g for g in groups if g]
+                stray = [c for g in groups for c in g if c not in members]
+                if len(groups) < 2 or stray:
+                    raise LabelError(
+                        f"the split proposal does not fit cluster {node} any more "
+                        f"({len(stray)} clips are no longer members); propose it again"
+                    )
+                parts = dict(zip(self._fresh_subs(state, h, node, len(groups)), groups, strict=True))
+            return {
+                "annotator": who, "action": "split_cluster", "head": h, "target": {"head": h, "cluster": node},
+                "old_value": {"name": old},
+                "new_value": {"method": method, "k": len(parts), "parts": parts, "seed": seed if method == "kmeans" else None},
+                "source": source,
+            }  # fmt: skip
+
+        return self._append(build, expected_version)
+
+    def _clip_edit(
+        self, action: str, clip_ids: Iterable[Any], label: str | None, *, annotator: str,
+        expected_version: int | None, head: int | None, source: str,
+    ) -> Event:  # fmt: skip
+        who = _clean_text(annotator, "annotator name", required=True)
+        new = _clean_text(label, "label", required=False)
+        h = None if head is None else self._check_head(head)
+        ids = self._check_clips(clip_ids)
+
+        def build(state: LabelState) -> dict[str, Any]:
+            current = state.latest_touch(("k", c) for c in ids)
+            had = {c: state.overrides[c].label for c in ids if c in state.overrides}
+            shown = had.get(ids[0]) if len(ids) == 1 else None
+            self._fresh(state, f"{len(ids)} clip(s) ({ids[0]}...)" if len(ids) > 1 else f"clip {ids[0]}",
+                        current, expected_version, shown)  # fmt: skip
+            return {
+                "annotator": who, "action": action, "head": h, "target": {"clips": ids},
+                "old_value": {"overrides": had}, "new_value": {"label": new}, "source": source,
+            }  # fmt: skip
+
+        return self._append(build, expected_version)
+
+    def label_clips(
+        self, clip_ids: Iterable[Any], label: str | None, *, annotator: str, expected_version: int | None,
+        head: int | None = None, source: str = "api",
+    ) -> Event:  # fmt: skip
+        """Label a selection of clips (e.g. a map lasso); wins over cluster names in every head."""
+        return self._clip_edit("label_clips", clip_ids, label, annotator=annotator,
+                               expected_version=expected_version, head=head, source=source)  # fmt: skip
+
+    def override_clips(
+        self, clip_ids: Iterable[Any], label: str | None, *, annotator: str, expected_version: int | None,
+        head: int | None = None, source: str = "api",
+    ) -> Event:  # fmt: skip
+        """Give clips their own label (a correction from the grid); ``None`` removes the override."""
+        return self._clip_edit("override_clip", clip_ids, label, annotator=annotator,
+                               expected_version=expected_version, head=head, source=source)  # fmt: skip
+
+    def clear_overrides(
+        self, clip_ids: Iterable[Any], *, annotator: str, expected_version: int | None, source: str = "api"
+    ) -> Event:
+        """Let clips fall back to their cluster's name again."""
+        return self.override_clips(clip_ids, None, annotator=annotator, expected_version=expected_version,
+                                   source=source)  # fmt: skip
+
+    def reject_clips(
+        self, head: int, clip_ids: Iterable[Any], *, annotator: str, expected_version: int | None,
+        rejected: bool = True, source: str = "api",
+    ) -> Event:  # fmt: skip
+        """ "Not this": the clips stop taking their cluster's name in ``head`` (``rejected=False`` undoes it)."""
+        h = self._check_head(head)
+        who = _clean_text(annotator, "annotator name", required=True)
+        ids = self._check_clips(clip_ids)
+
+        def build(state: LabelState) -> dict[str, Any]:
+            hs = state.heads.get(h)
+            before = [c for c in ids if hs is not None and c in hs.rejected]
+            current = state.latest_touch(("k", c) for c in ids)
+            self._fresh(
+                state, f"clip {ids[0]}" if len(ids) == 1 else f"{len(ids)} clips", current, expected_version, None
+            )
+            return {
+                "annotator": who, "action": "reject_clip", "head": h, "target": {"head": h, "clips": ids},
+                "old_value": {"rejected": before}, "new_value": {"rejected": bool(rejected)}, "source": source,
+            }  # fmt: skip
+
+        return self._append(build, expected_version)
+
+    def undo(self, annotator: str, *, source: str = "api") -> Event:
+        """Undo ``annotator``'s latest edit that is not undone (never anyone else's)."""
+        return self._undo_redo("undo", annotator, source)
+
+    def redo(self, annotator: str, *, source: str = "api") -> Event:
+        """Redo what ``annotator`` undid last (until their next new edit)."""
+        return self._undo_redo("redo", annotator, source)
+
+    def _undo_redo(self, action: str, annotator: str, source: str) -> Event:
+        who = _clean_text(annotator, "annotator name", required=True)
+
+        def build(state: LabelState) -> dict[str, Any]:
+            stack = (state.undo_stacks if action == "undo" else state.redo_stacks).get(who, [])
+            if not stack:
+                raise NothingToUndo(f"{who} has nothing to {action}")
+            ref = state.events[stack[-1]]
+            return {
+                "annotator": who, "action": action, "head": ref.head, "target": {"event": ref.id},
+                "old_value": {"action": ref.action, "summary": sem.describe(ref)}, "new_value": None,
+                "source": source, "ref_event": ref.id,
+            }  # fmt: skip
+
+        return self._append(build)
+
+    def can_undo(self, annotator: str) -> Event | None:
+        """The edit ``undo(annotator)`` would undo, or None (for the button's label)."""
+        self._sync()
+        with self._lock:
+            stack = self._state().undo_stacks.get(str(annotator).strip(), [])
+            return self._state().events[stack[-1]] if stack else None
+
+    def can_redo(self, annotator: str) -> Event | None:
+        self._sync()
+        with self._lock:
+            stack = self._state().redo_stacks.get(str(annotator).strip(), [])
+            return self._state().events[stack[-1]] if stack else None
+
+    def snapshot(self, name: str, *, annotator: str, source: str = "api") -> Event:
+        """Name the current labels ("label set v3") so exports can refer to exactly them later."""
+        who = _clean_text(annotator, "annotator name", required=True)
+        label = _clean_text(name, "snapshot name", required=True)
+
+        def build(state: LabelState) -> dict[str, Any]:
+            if label in state.snapshots:
+                raise LabelError(f"a snapshot named {label!r} exists already (event {state.snapshots[label]})")
+            return {
+                "annotator": who, "action": "snapshot", "target": {"upto": state.last_event_id},
+                "new_value": {"name": label}, "source": source,
+            }  # fmt: skip
+
+        return self._append(build)
+
+    # queries ----------------------------------------------------------------------------------
+    def version(self) -> int:
+        """Id of the latest event of this run (0 when none): what a page was drawn from."""
+        self._sync()
+        with self._lock:
+            return self._events[-1].id if self._events else 0
+
+    def version_of(self, head: int | None = None, cluster: Any = None, clip_ids: Iterable[Any] | None = None) -> int:
+        """Latest event id touching a cluster (its merge group and split ancestors) or some clips."""
+        self._sync()
+        with self._lock:
+            state = self._state()
+            if cluster is not None:
+                return state.cluster_version(self._check_head(head), sem.node_id(cluster))
+            if clip_ids is not None:
+                return state.latest_touch(("k", str(c)) for c in clip_ids)
+            return state.last_event_id
+
+    def events(self) -> list[Event]:
+        """All events of this run, oldest first (a copy)."""
+        self._sync()
+        with self._lock:
+            return list(self._events)
+
+    def resolve_snapshot(self, snapshot: str | int | None) -> int | None:
+        """The event id a snapshot name (or id) stands for; None means "now"."""
+        if snapshot is None:
+            return None
+        self._sync()
+        with self._lock:
+            snaps = dict(self._state().snapshots)
+        if isinstance(snapshot, int | np.integer) and int(snapshot) in snaps.values():
+            return int(snapshot)
+        if str(snapshot) in snaps:
+            return snaps[str(snapshot)]
+        raise LabelError(f"no snapshot named {snapshot!r}; snapshots: {', '.join(snaps) or 'none yet'}")
+
+    def snapshots(self) -> pd.DataFrame:
+        """name, event_id, annotator, time of every snapshot, oldest first."""
+        self._sync()
+        with self._lock:
+            state = self._state()
+            rows = [
+                {"name": n, "event_id": i, "annotator": state.events[i].annotator, "time": state.events[i].time}
+                for n, i in sorted(state.snapshots.items(), key=lambda kv: kv[1])
+            ]
+        return pd.DataFrame(rows, columns=["name", "event_id", "annotator", "time"])
+
+    def state(self, snapshot: str | int | None = None) -> LabelState:
+        """The folded state, now or at a snapshot. Read it, never change it; the current state is a
+        live object that later edits extend, so hold no reference across edits (use ``log_info`` or
+        the frame-returning methods for values that must not move)."""
+        upto = self.resolve_snapshot(snapshot)
+        self._sync()
+        with self._lock:
+            return self._state(upto)
+
+    def history(self, limit: int | None = 100, *, annotator: str | None = None) -> pd.DataFrame:
+        """Latest events first: id, time, annotator, action, head, summary, undone, ref, target, old, new, source."""
+        self._sync()
+        with self._lock:
+            state = self._state()
+            evs = [e for e in reversed(self._events) if annotator is None or e.annotator == annotator]
+        if limit is not None:
+            evs = evs[: int(limit)]
+        rows = [
+            {
+                "id": e.id,
+                "time": e.time,
+                "annotator": e.annotator,
+                "action": e.action,
+                "head": e.head,
+                "summary": sem.describe(e),
+                "undone": e.id in state.undone,
+                "ref": e.ref,
+                "target": json.dumps(e.target),
+                "old": json.dumps(e.old),
+                "new": json.dumps(e.new),
+                "source": e.source,
+            }  # fmt: skip
+            for e in evs
+        ]
+        cols = [
+            "id",
+            "time",
+            "annotator",
+            "action",
+            "head",
+            "summary",
+            "undone",
+            "ref",
+            "target",
+            "old",
+            "new",
+            "source",
+        ]
+        return pd.DataFrame(rows, columns=cols)
+
+    def annotators(self) -> list[str]:
+        self._sync()
+        with self._lock:
+            return sorted({e.annotator for e in self._events})
+
+    def effective_labels(self, head: int = 0, snapshot: str | int | None = None) -> pd.DataFrame:
+        """One row per clip of the run (run order): ``semantics.LABEL_COLUMNS``.
+
+        ``label_source`` is ``override``, ``cluster`` or ``none``; ``annotator``/``time``/``event_id``
+        name the decision behind the label (or the rejection). Cached per log version and
+        assignment file, so calling it on every page render is cheap.
+        """
+        run = self._need_run("effective labels")
+        h = self._check_head(head)
+        upto = self.resolve_snapshot(snapshot)
+        self._sync()
+        joint = run.dir / "assignments" / "joint.npy"
+        stamp = joint.stat().st_mtime_ns if joint.exists() else 0
+        with self._lock:
+            last = self._events[-1].id if self._events else 0
+            key = (h, upto, last, stamp)
+            df = self._label_cache.get(key)
+            if df is None:
+                state = self._state(upto)
+                df = sem.effective_labels(
+                    state, h, run.clip_ids, run.assignments("joint")[:, h], run.scores("confidence")[:, h], self._rows()
+                )
+                self._label_cache = {k: v for k, v in self._label_cache.items() if k[2] == last and k[3] == stamp}
+                self._label_cache[key] = df
+        return df.copy()
+
+    def vocabulary(self, head: int = 0, snapshot: str | int | None = None) -> pd.DataFrame:
+        """label, count, override, cluster: the labels in use in ``head`` with their counts by source."""
+        return sem.vocabulary(self.effective_labels(head, snapshot))
+
+    def clusters(self, head: int = 0, snapshot: str | int | None = None) -> pd.DataFrame:
+        """Every cluster node of ``head`` with name, name source, merge group, size and version."""
+        run = self._need_run("the cluster table")
+        h = self._check_head(head)
+        upto = self.resolve_snapshot(snapshot)
+        labels = self.effective_labels(h, snapshot)
+        with self._lock:
+            return sem.cluster_table(self._state(upto), h, labels["cluster"].to_numpy(dtype=object), run.clusters)
+
+    def cluster_names(self, head: int = 0, snapshot: str | int | None = None) -> dict[str, str]:
+        """Named nodes of ``head`` -> their (own, merged or inherited) name."""
+        upto = self.resolve_snapshot(snapshot)
+        h = self._check_head(head)
+        self._sync()
+        with self._lock:
+            state = self._state(upto)
+            hs = state.heads.get(h) or sem.HeadState()
+            nodes: set[str] = set(hs.sub_parent) | set(hs.parent)
+            nodes |= {str(e.target["cluster"]) for e in state.events.values() if e.head == h and "cluster" in e.target}
+            if self.run is not None:
+                nodes |= {str(k) for k in range(self.run.clusters)}
+            out = {}
+            for n in sorted(nodes, key=lambda s: (sem.base_of(s), s)):
+                rec = hs.name_record(n)[0]
+                if rec is not None:
+                    out[n] = rec.name
+            return out
+
+    def members(self, head: int, cluster: Any, *, group: bool = False, snapshot: str | int | None = None) -> list[str]:
+        """Clip ids now in a cluster node (``group=True``: in its whole merge group)."""
+        h = self._check_head(head)
+        upto = self.resolve_snapshot(snapshot)
+        self._sync()
+        with self._lock:
+            state = self._state(upto)
+            return self._members(state, h, self._check_node(state, h, cluster), group=group)
+
+    def log_info(self, snapshot: str | int | None = None) -> dict[str, Any]:
+        """last_event_id, annotators and number of events of the log (up to a snapshot): for provenance."""
+        upto = self.resolve_snapshot(snapshot)
+        self._sync()
+        with self._lock:
+            state = self._state(upto)
+            return {
+                "last_event_id": state.last_event_id,
+                "annotators": sorted({e.annotator for e in state.events.values()}),
+                "events": len(state.events),
+            }
+
+
+def _member_features(run: Run, which: str, idx: np.ndarray) -> np.ndarray:
+    """L2-normalised float32 features of some clips (only those rows are read from the memory map)."""
+    if which == "concat":
+        x = np.concatenate([np.asarray(run.features(m)[idx], dtype=np.float32) for m in ("video", "audio")], axis=1)
+    else:
+        x = np.asarray(run.features(which)[idx], dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """faiss k-means (``LABELS.split_n_init`` restarts, best kept): the part index of each row.
+
+    Runs single-threaded: a cluster has at most tens of thousands of members (milliseconds), and
+    OpenMP threads spinning on a shared, busy CPU made it seconds in measurements.
+    """
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        km = faiss.Kmeans(x.shape[1], k, niter=LABELS.split_iters, nredo=LABELS.split_n_init, seed=seed, verbose=False,
+                          min_points_per_centroid=1)  # fmt: skip
+        km.train(np.ascontiguousarray(x, dtype=np.float32))
+        _, assign = km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return assign[:, 0].astype(np.int64)
+
+
+class _Obj:
+    """Attribute access over a dict (turns the inserted values into an ``Event`` like a fetched row)."""
+
+    def __init__(self, **kw: Any):
+        self.__dict__.update(kw)
