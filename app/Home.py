@@ -1,0 +1,39 @@
+"""SeLaVi Studio: the Streamlit entry point (``selavi app RUN_DIR ...`` runs this file).
+
+It only declares the pages and draws the shared sidebar (run and head pickers); each page under
+``views/`` is a thin script over ``selavi_core.studio``. Deep links: ``/clusters?run=NAME&head=3&cluster=12``.
+(The folder is not called ``pages/``: Streamlit treats a ``pages/`` folder next to the entry script as
+a legacy multipage app, and a deep link to ``/clusters`` would then run that page without this script.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # before anything imports numba (UMAP)
+APP_DIR = Path(__file__).resolve().parent
+if str(APP_DIR) not in sys.path:  # `streamlit run` adds it; AppTest and other runners may not
+    sys.path.insert(0, str(APP_DIR))
+
+import streamlit as st  # noqa: E402
+import studio_ui as ui  # noqa: E402
+
+st.set_page_config(page_title="SeLaVi Studio", page_icon=":material/movie:", layout="wide")
+
+PAGES = [
+    st.Page(
+        APP_DIR / "views" / "overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True
+    ),
+    st.Page(APP_DIR / "views" / "clusters.py", title="Clusters", icon=":material/grid_view:", url_path="clusters"),
+    st.Page(
+        APP_DIR / "views" / "compare.py", title="Compare heads", icon=":material/compare_arrows:", url_path="compare"
+    ),
+    st.Page(APP_DIR / "views" / "map.py", title="Map", icon=":material/scatter_plot:", url_path="map"),
+    st.Page(APP_DIR / "views" / "similar.py", title="Similar clips", icon=":material/search:", url_path="similar"),
+]
+
+page = st.navigation(PAGES)
+st.session_state["_studio"] = ui.sidebar()
+page.run()

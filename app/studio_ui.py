@@ -1,0 +1,205 @@
+"""Streamlit glue shared by the Studio's pages: run and head pickers, deep links, player, poster grid.
+
+All numbers come from ``selavi_core.studio``; this module only decides what to draw. The selection
+(run, head, cluster, clip) lives in plain ``st.session_state`` keys, not in widget keys: widget values
+are scoped to the page that draws them and are dropped on a page switch, while the selection must
+follow the user from page to page. Widgets showing it are keyed by a version number that changes
+whenever the selection is changed from elsewhere (a deep link, a table click, a ▶ button), so they
+re-initialise from it. After every run the selection is written into the URL
+(``?run=&head=&cluster=&clip=``), so the address bar is always a deep link to what is on screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from selavi_core.config import STUDIO
+from selavi_core.errors import SelaviError
+from selavi_core.studio import RunRef, StudioRun, open_run, runs_from_env
+from selavi_core.studio.media import placeholder_svg, read_poster
+
+RUN, HEAD, CLUSTER, CLIP, HEAD_B = "run", "head", "cluster", "clip", "head_b"
+APP_DIR = Path(__file__).resolve().parent
+
+
+# ---- loading (once per process) -------------------------------------------------------------------
+@st.cache_resource(show_spinner="Opening the run…", max_entries=8)
+def _load(path: str, stamp: float) -> StudioRun:
+    # ``stamp`` (run.json's mtime) makes a retrained run folder load afresh
+    return open_run(path)
+
+
+def load_run(ref: RunRef) -> StudioRun:
+    try:
+        stamp = (ref.path / "run.json").stat().st_mtime
+    except OSError:
+        stamp = 0.0
+    return _load(str(ref.path), stamp)
+
+
+def run_refs() -> list[RunRef]:
+    return runs_from_env()
+
+
+# ---- query parameters <-> session state ---------------------------------------------------------
+def _qp_int(name: str) -> int | None:
+    raw = st.query_params.get(name)
+    try:
+        return int(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def set_shared(name: str, value: object) -> None:
+    """Change a piece of the selection from outside its widget (the widget re-initialises from it)."""
+    st.session_state[f"_{name}"] = value
+    st.session_state[f"_{name}__v"] = st.session_state.get(f"_{name}__v", 0) + 1
+
+
+def shared_selectbox(where, label: str, options: list, name: str, default, **kw):
+    """A selectbox showing selection ``name``; the user's choice becomes the selection."""
+    cur = st.session_state.get(f"_{name}", default)
+    if cur not in options:
+        cur = default
+    version = st.session_state.get(f"_{name}__v", 0)
+    val = where.selectbox(label, options, index=options.index(cur), key=f"w_{name}_{version}", **kw)
+    st.session_state[f"_{name}"] = val
+    return val
+
+
+def adopt_query_params() -> None:
+    """Copy ``?run=&head=&cluster=&clip=`` into the selection when the URL brings new values."""
+    seen = st.session_state.setdefault("_qp_seen", {})
+    for name in (RUN, HEAD, CLUSTER, CLIP, HEAD_B):
+        raw = st.query_params.get(name)
+        if raw is None or seen.get(name) == raw:
+            continue
+        seen[name] = raw
+        if name in (RUN, CLIP):
+            set_shared(name, raw)
+        elif (val := _qp_int(name)) is not None:
+            set_shared(name, val)
+
+
+def sync_query_params(**extra: object) -> None:
+    """Make the URL exactly this page's state (run, head and the page's own keys), so it can be shared."""
+    want = {RUN: st.session_state.get("_run"), HEAD: st.session_state.get("_head"), **extra}
+    want = {k: str(v) for k, v in want.items() if v is not None}
+    # Always write: after a page change the browser's URL has lost its parameters even when the values are equal
+    st.query_params.from_dict(want)
+    st.session_state["_qp_seen"] = dict(want)
+
+
+def sidebar() -> tuple[RunRef | None, StudioRun | None, int | None]:
+    """Run and head pickers in the sidebar (shared by every page); returns (ref, run, head)."""
+    adopt_query_params()
+    refs = run_refs()
+    if not refs:
+        st.sidebar.error("No run given. Start the Studio with `selavi app RUN_DIR`.")
+        return None, None, None
+    names = [r.name for r in refs]
+    name = shared_selectbox(st.sidebar, "Run", names, RUN, names[0], help="Run folders given to `selavi app`")
+    ref = refs[names.index(name)]
+    try:
+        sr = load_run(ref)
+    except (SelaviError, OSError, ValueError) as err:
+        st.sidebar.error(f"Cannot open run {ref.path}: {err}")
+        return ref, None, None
+    if sr.catalog_problem:
+        st.sidebar.warning(f"Catalog unavailable, so no labels or media: {sr.catalog_problem}")
+    head = shared_selectbox(
+        st.sidebar, "Head", list(range(sr.heads)), HEAD, sr.recommend_head().head, format_func=lambda h: f"head {h}",
+        help="SeLaVi trains several clustering heads; the Overview says which to start with and why.",
+    )  # fmt: skip
+    st.sidebar.caption(f"{sr.n:,} clips · {sr.heads} heads · {sr.k} clusters · preset `{sr.run.meta.preset}`")
+    return ref, sr, int(head)
+
+
+def current_clip(sr: StudioRun) -> int | None:
+    """The row of the clip in the player (``?clip=`` or the last clip clicked), if it is in this run."""
+    cid = st.session_state.get("_clip")
+    if cid is None:
+        return None
+    return sr.row_of.get(str(cid))
+
+
+def set_clip(clip_id: str) -> None:
+    set_shared(CLIP, str(clip_id))
+
+
+# ---- media -------------------------------------------------------------------------------------------
+def placeholder(text: str) -> None:
+    st.markdown(placeholder_svg(text), unsafe_allow_html=True)
+
+
+def player(sr: StudioRun, row: int | None, *, head: int | None = None, autoplay: bool = False) -> None:
+    """The page's one video player (with sound) for clip ``row``, or a placeholder that says why not."""
+    if row is None:
+        st.info("Click ▶ under a poster to play that clip here.")
+        return
+    media = sr.media(row)
+    facts = sr.clip_rows([row]).iloc[0]
+    bits = [f"`{facts['clip_id']}`"]
+    if "label" in facts and facts["label"] is not None and str(facts["label"]) not in ("<NA>", "nan"):
+        bits.append(f"ground truth **{facts['label']}**")
+    if head is not None:
+        d = sr.head(head)
+        bits.append(
+            f"cluster {int(d.joint[row])} of head {head} (confidence {float(d.confidence[row]):.2f}; "
+            f"video alone → {int(d.video[row])}, audio alone → {int(d.audio[row])})"
+        )
+    if media.mp4 is not None:
+        try:
+            st.video(str(media.mp4), autoplay=autoplay, muted=autoplay)
+        except Exception as err:  # unreadable file: show why, never crash the page
+            placeholder(f"cannot read preview: {err}")
+    else:
+        poster = read_poster(media)
+        if poster is not None:
+            st.image(poster, width=320)
+        else:
+            placeholder(media.problem or "no preview")
+        st.warning(media.problem or "This clip has no playable preview.")
+    st.caption(" · ".join(bits))
+
+
+def poster_grid(
+    sr: StudioRun, rows, *, key: str, captions: list[str] | None = None, columns: int = STUDIO.grid_columns
+) -> None:
+    """Poster frames of ``rows`` in a grid; ▶ under each puts that clip in the page's player."""
+    rows = [int(r) for r in rows]
+    if not rows:
+        st.caption("No clips to show.")
+        return
+    ids = sr.clip_ids
+    for start in range(0, len(rows), columns):
+        cols = st.columns(columns)
+        for j, row in enumerate(rows[start : start + columns]):
+            with cols[j]:
+                media = sr.media(row)
+                poster = read_poster(media)
+                if poster is not None:
+                    st.image(poster, width="stretch")
+                else:
+                    placeholder(media.problem or "poster unreadable")
+                label = captions[start + j] if captions else str(ids[row])
+                st.button(f"▶ {label}", key=f"{key}-{row}", on_click=set_clip, args=(str(ids[row]),),
+                          width="stretch", help=f"play {ids[row]}")  # fmt: skip
+
+
+def pager(n_pages: int, key: str) -> int:
+    """A page number picker (0-based) that stays in range when the content changes."""
+    if n_pages <= 1:
+        return 0
+    cur = st.session_state.get(key, 1)
+    if not isinstance(cur, int) or not 1 <= cur <= n_pages:
+        st.session_state[key] = 1
+    return int(st.number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, step=1, key=key)) - 1
+
+
+def context() -> tuple[RunRef | None, StudioRun | None, int | None]:
+    """(run ref, run, head) chosen in the sidebar by the entry script for this script run."""
+    ctx = st.session_state.get("_studio")
+    return ctx if ctx is not None else sidebar()

@@ -1,0 +1,83 @@
+"""``selavi app [RUN_DIR ...]``: start the Studio (Streamlit) on one or more run folders."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8501
+ENTRY = Path("app") / "Home.py"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "app",
+        help="the Studio in a browser: browse clusters, compare heads, the map, similar clips",
+        description=(
+            "Start the SeLaVi Studio (Streamlit) on the given run folders (written by `selavi train` or "
+            "`selavi assign`). It listens on 127.0.0.1:8501 by default, headless, without usage statistics; "
+            "open the printed address in a browser. Deep links: /clusters?run=NAME&head=3&cluster=12."
+        ),
+    )
+    parser.add_argument(
+        "run_dirs", metavar="RUN_DIR", nargs="*", help="run folders to browse (the first is shown first)"
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    parser.set_defaults(func=run)
+
+
+def app_entry() -> Path:
+    """``app/Home.py`` of the checkout the package is installed from (the project installs editable)."""
+    from ..errors import SelaviError
+
+    root = Path(__file__).resolve().parents[2]
+    entry = root / ENTRY
+    if not entry.is_file():
+        raise SelaviError(
+            f"the Studio's entry {entry} is missing: `selavi app` runs from a checkout of the project "
+            "installed in editable mode (`pip install -e .`)"
+        )
+    return entry
+
+
+def streamlit_command(entry: Path, host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(entry),
+        "--server.headless", "true", "--server.address", host, "--server.port", str(port),
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import RunError
+    from ..run import Run
+    from ..studio.runs import RUNS_ENV, runs_to_env
+
+    for d in args.run_dirs:
+        Run(d)  # fail fast, with the reason, on a folder that is not a run
+    if not 0 < args.port < 65536:
+        raise RunError(f"--port must be between 1 and 65535, not {args.port}")
+    entry = app_entry()
+    env = dict(os.environ)
+    env[RUNS_ENV] = runs_to_env(args.run_dirs)
+    env.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    env.setdefault("SELAVI_NO_PROGRESS", "1")  # the pages show their own progress
+    if not args.run_dirs:
+        print("selavi app: no RUN_DIR given; the Studio will ask for one", file=sys.stderr)
+    shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
+    print(f"SeLaVi Studio: http://{shown}:{args.port}  (Ctrl-C stops it)", flush=True)
+    proc = subprocess.Popen(streamlit_command(entry, args.host, args.port), env=env, cwd=entry.parent.parent)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise

@@ -1,0 +1,52 @@
+"""Clip features for the map and for "similar clips", read in chunks from the run's float16 arrays.
+
+``both`` is the audio-visual embedding the Studio uses by default: each modality's feature is
+L2-normalised and the two are concatenated and scaled by 1/sqrt(2), so the inner product of two
+clips is the mean of their video and audio cosine similarities (neither modality dominates because
+of its feature scale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..run import Run
+
+FEATURE_KINDS = ("both", "video", "audio")
+CHUNK = 16_384
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def feature_dim(run: Run, kind: str = "both") -> int:
+    if kind == "both":
+        return int(run.features("video").shape[1] + run.features("audio").shape[1])
+    return int(run.features(kind).shape[1])
+
+
+def embed(run: Run, rows: np.ndarray | slice, kind: str = "both") -> np.ndarray:
+    """float32 (n, D) unit-norm embeddings of some rows (``rows`` indexes the run's clips)."""
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"kind must be one of {FEATURE_KINDS}")
+    if kind != "both":
+        return _normalise(run.features(kind)[rows])
+    v = _normalise(run.features("video")[rows])
+    a = _normalise(run.features("audio")[rows])
+    return np.concatenate([v, a], axis=1) * np.float32(1 / np.sqrt(2))
+
+
+def embed_chunks(
+    run: Run, rows: np.ndarray | None = None, kind: str = "both", chunk: int = CHUNK
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, embeddings) for consecutive chunks of ``rows`` (all clips when None), bounded memory."""
+    n = run.n_clips if rows is None else len(rows)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        sel = slice(start, stop) if rows is None else np.asarray(rows[start:stop])
+        yield start, embed(run, sel, kind)

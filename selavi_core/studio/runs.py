@@ -1,0 +1,43 @@
+"""Which run folders the Studio shows, and the short names that deep links use (``?run=NAME``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: ``selavi app RUN_DIR ...`` passes its run folders to the Streamlit process in this variable,
+#: separated by ``os.pathsep``: an environment variable reaches every page script (and AppTest),
+#: which script arguments after ``--`` would not.
+RUNS_ENV = "SELAVI_RUNS"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    name: str  # unique, URL-safe-ish name shown in the run picker and used in ``?run=``
+    path: Path
+
+
+def run_refs(paths: list[str | os.PathLike]) -> list[RunRef]:
+    """Name each run by its folder name, adding the parent's name (then a number) when names collide."""
+    resolved = [Path(p).expanduser().resolve() for p in paths]
+    names: list[str] = []
+    for p in resolved:
+        name = p.name or str(p)
+        if name in names:
+            name = f"{p.parent.name}-{p.name}"
+        base, i = name, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return [RunRef(n, p) for n, p in zip(names, resolved, strict=True)]
+
+
+def runs_from_env(environ: dict[str, str] | None = None) -> list[RunRef]:
+    env = os.environ if environ is None else environ
+    raw = env.get(RUNS_ENV, "")
+    return run_refs([p for p in raw.split(os.pathsep) if p.strip()])
+
+
+def runs_to_env(paths: list[str | os.PathLike]) -> str:
+    return os.pathsep.join(str(Path(p).expanduser().resolve()) for p in paths)

@@ -1,0 +1,152 @@
+"""The Studio in a real browser: `selavi app` on a small real run, driven by Debian's Chromium.
+
+Checks that a deep link opens the Clusters page, that a clicked clip really plays (video frames and
+audio decoded, not only currentTime; ../shared/docs/browser-testing.md), that the Map draws its
+WebGL scatter, and writes a screenshot of every page to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--mute-audio",
+]  # fmt: skip
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+TIMEOUT_MS = 60_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"),
+]
+
+PLAY_CHECK = """async (video) => {
+  video.muted = true;
+  await video.play();
+  await new Promise(r => setTimeout(r, 1200));
+  const q = video.getVideoPlaybackQuality();
+  return {width: video.videoWidth, frames: q.totalVideoFrames, time: video.currentTime,
+          audioBytes: video.webkitAudioDecodedByteCount, error: video.error ? video.error.code : null};
+}"""
+
+
+def _settle(page) -> None:
+    """Wait until Streamlit has finished the script run (its "running" status widget is gone)."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS)
+    page.evaluate("() => document.querySelectorAll('section, [data-testid=\"stMain\"]').forEach(e => e.scrollTo(0, 0))")
+    page.wait_for_timeout(500)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(studio_run, tmp_path_factory):
+    """`selavi app RUN_DIR --port P` as a user starts it; yields the base URL."""
+    run_dir = tmp_path_factory.mktemp("browser") / "run"
+    shutil.copytree(studio_run[1], run_dir)  # the app writes map/ and montages/ into the run
+    port = _free_port()
+    log = open(run_dir.parent / "app.log", "w")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "selavi_core.cli", "app", str(run_dir), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(base + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"selavi app did not answer on {base}: {(run_dir.parent / 'app.log').read_text()[-2000:]}")
+    yield base
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 2000})  # tall: Streamlit scrolls inside the page
+        pg.set_default_timeout(TIMEOUT_MS)
+        yield pg
+        browser.close()
+
+
+def test_clusters_deep_link_plays_a_clip(server, page):
+    page.goto(f"{server}/clusters?run=run&head=1&cluster=2")
+    page.get_by_role("heading", name="Clusters of head 1").wait_for()
+    page.get_by_role("heading", name="Cluster 2", exact=True).wait_for()
+    assert "head=1" in page.url and "cluster=2" in page.url
+    assert page.locator("video").count() == 0  # no player until a clip is chosen
+    page.get_by_role("button", name="▶").first.click()
+    video = page.locator("video")
+    video.first.wait_for()
+    page.wait_for_url("**clip=*")
+    assert video.count() == 1  # one player per page, never one per grid cell
+    state = video.first.evaluate(PLAY_CHECK)
+    assert state["error"] is None, state
+    assert state["width"] > 0 and state["frames"] > 0, state  # video frames really decoded
+    assert state["time"] > 0.2, state
+    assert state["audioBytes"] > 0, state  # and the sound
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "clusters.png"), full_page=True)
+
+
+def test_every_page_renders_and_map_draws(server, page):
+    page.goto(f"{server}/?run=run&head=0")
+    page.get_by_text("Which head to start with").wait_for()
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+
+    page.get_by_role("link", name="Compare heads").click()
+    page.get_by_role("heading", name="Contingency of two heads").wait_for()
+    page.locator(".js-plotly-plot").nth(2).wait_for()
+    assert "run=run" in page.url and "head=0" in page.url
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+    page.get_by_role("link", name="Map").click()
+    page.get_by_role("heading", name="Map").wait_for()
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for(timeout=180_000)  # the first visit computes the map (UMAP)
+    page.wait_for_function("() => document.querySelector('.js-plotly-plot canvas') !== null")
+    trace = page.evaluate(
+        """() => { const t = document.querySelector('.js-plotly-plot')._fullData[0];
+                   return {type: t.type, n: t._length, id: String(t.customdata[0][0])}; }"""
+    )
+    assert trace["type"] == "scattergl" and trace["n"] == 48, trace  # every clip, drawn with WebGL
+    assert trace["id"].startswith("c0000"), trace  # points carry clip ids, not positions
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "map.png"), full_page=True)
+
+    page.get_by_role("link", name="Similar clips").click()
+    page.get_by_role("heading", name="Similar clips").wait_for()
+    page.get_by_text("nearest clips").wait_for()
+    _settle(page)
+    assert page.get_by_role("textbox", name="Clip id").input_value().startswith("c0000")
+    page.screenshot(path=str(SHOTS / "similar.png"), full_page=True)
