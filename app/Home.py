@@ -1,7 +1,7 @@
 """SeLaVi Studio: the Streamlit entry point (``selavi app RUN_DIR ...`` runs this file).
 
 It only declares the pages and draws the shared sidebar (run and head pickers); each page under
-``views/`` is a thin script over ``selavi_core.studio``. Deep links: ``/clusters?run=NAME&head=3&cluster=12``.
+``views/`` is a thin script over ``selavi_core.studio``. Deep links: ``/clusters?run=NAME&head=3&cluster=12&annotator=ana``.
 (The folder is not called ``pages/``: Streamlit treats a ``pages/`` folder next to the entry script as
 a legacy multipage app, and a deep link to ``/clusters`` would then run that page without this script.)
 """
@@ -32,6 +32,7 @@ PAGES = [
     ),
     st.Page(APP_DIR / "views" / "map.py", title="Map", icon=":material/scatter_plot:", url_path="map"),
     st.Page(APP_DIR / "views" / "similar.py", title="Similar clips", icon=":material/search:", url_path="similar"),
+    st.Page(APP_DIR / "views" / "labels.py", title="Labels", icon=":material/label:", url_path="labels"),
 ]
 
 page = st.navigation(PAGES)

@@ -7,20 +7,32 @@ follow the user from page to page. Widgets showing it are keyed by a version num
 whenever the selection is changed from elsewhere (a deep link, a table click, a ▶ button), so they
 re-initialise from it. After every run the selection is written into the URL
 (``?run=&head=&cluster=&clip=``), so the address bar is always a deep link to what is on screen.
+
+Labelling: the annotator's name is part of the selection too (``_annotator``, ``?annotator=``), so it
+is asked once per browser session and follows every page. Edits run in button callbacks through
+``run_edit``, which turns the store's refusals (a stale view, a bad name) into a message shown at the
+top of the next render (``show_flash``) instead of an exception.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 
 from selavi_core.config import STUDIO
 from selavi_core.errors import SelaviError
+from selavi_core.labels import LabelError, LabelStore, StaleEditError
+from selavi_core.run import Run
 from selavi_core.studio import RunRef, StudioRun, open_run, runs_from_env
+from selavi_core.studio.labelling import clean_annotator, conflict_message
+from selavi_core.studio.labelling import export_download as _export
 from selavi_core.studio.media import placeholder_svg, read_poster
 
-RUN, HEAD, CLUSTER, CLIP, HEAD_B = "run", "head", "cluster", "clip", "head_b"
+RUN, HEAD, CLUSTER, CLIP, HEAD_B, ANNOTATOR = "run", "head", "cluster", "clip", "head_b", "annotator"
+EDIT_HINT = "Enter your name under **Annotator** in the sidebar to edit labels: every edit records who made it."
 APP_DIR = Path(__file__).resolve().parent
 
 
@@ -72,12 +84,14 @@ def shared_selectbox(where, label: str, options: list, name: str, default, **kw)
 def adopt_query_params() -> None:
     """Copy ``?run=&head=&cluster=&clip=`` into the selection when the URL brings new values."""
     seen = st.session_state.setdefault("_qp_seen", {})
-    for name in (RUN, HEAD, CLUSTER, CLIP, HEAD_B):
+    for name in (RUN, HEAD, CLUSTER, CLIP, HEAD_B, ANNOTATOR):
         raw = st.query_params.get(name)
         if raw is None or seen.get(name) == raw:
             continue
         seen[name] = raw
-        if name in (RUN, CLIP):
+        if name == ANNOTATOR:
+            set_shared(name, clean_annotator(raw))
+        elif name in (RUN, CLIP):
             set_shared(name, raw)
         elif (val := _qp_int(name)) is not None:
             set_shared(name, val)
@@ -85,7 +99,8 @@ def adopt_query_params() -> None:
 
 def sync_query_params(**extra: object) -> None:
     """Make the URL exactly this page's state (run, head and the page's own keys), so it can be shared."""
-    want = {RUN: st.session_state.get("_run"), HEAD: st.session_state.get("_head"), **extra}
+    want = {RUN: st.session_state.get("_run"), HEAD: st.session_state.get("_head"), **extra,
+            ANNOTATOR: st.session_state.get("_annotator")}  # fmt: skip
     want = {k: str(v) for k, v in want.items() if v is not None}
     # Always write: after a page change the browser's URL has lost its parameters even when the values are equal
     st.query_params.from_dict(want)
@@ -114,7 +129,97 @@ def sidebar() -> tuple[RunRef | None, StudioRun | None, int | None]:
         help="SeLaVi trains several clustering heads; the Overview says which to start with and why.",
     )  # fmt: skip
     st.sidebar.caption(f"{sr.n:,} clips · {sr.heads} heads · {sr.k} clusters · preset `{sr.run.meta.preset}`")
+    annotator_input()
     return ref, sr, int(head)
+
+
+# ---- labelling -------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _open_store(path: str, stamp: float, _run: Run) -> LabelStore:
+    # one store per run and process: it is thread-safe and keeps the log in memory (RUN_DIR/labels.sqlite)
+    return LabelStore.open(_run)
+
+
+def label_store(sr: StudioRun) -> LabelStore | None:
+    """The run's label store, or None (with the reason in ``_store_problem``) when it cannot be opened."""
+    try:
+        stamp = (sr.run.dir / "run.json").stat().st_mtime
+    except OSError:
+        stamp = 0.0
+    try:
+        store = _open_store(str(sr.run.dir), stamp, sr.run)
+    except (SelaviError, OSError) as err:
+        st.session_state["_store_problem"] = str(err)
+        return None
+    st.session_state.pop("_store_problem", None)
+    return store
+
+
+def store_or_warning(sr: StudioRun) -> LabelStore | None:
+    store = label_store(sr)
+    if store is None:
+        st.warning(f"Labels are unavailable (viewing only): {st.session_state.get('_store_problem')}")
+    return store
+
+
+def _annotator_key() -> str:
+    return f"w_{ANNOTATOR}_{st.session_state.get(f'_{ANNOTATOR}__v', 0)}"
+
+
+def annotator_input() -> str | None:
+    """The sidebar field for the annotator's name, kept for the browser session and in ``?annotator=``."""
+    name = clean_annotator(
+        st.sidebar.text_input(
+            "Annotator", value=st.session_state.get("_annotator") or "", key=_annotator_key(),
+            placeholder="your name", help="Needed before your first label edit; every edit records it.",
+        )
+    )  # fmt: skip
+    st.session_state["_annotator"] = name
+    if name is None:
+        st.sidebar.caption("Enter your name to edit labels.")
+    return name
+
+
+def annotator() -> str | None:
+    """The annotator now: the field's latest value (a callback may run before the script re-reads it)."""
+    raw = st.session_state.get(_annotator_key())
+    return clean_annotator(raw) if raw is not None else st.session_state.get("_annotator")
+
+
+def flash(kind: str, text: str) -> None:
+    st.session_state.setdefault("_flash", []).append((kind, text))
+
+
+def show_flash() -> None:
+    """Messages from the edits of the last click (success, conflict, refusal), shown once."""
+    for kind, text in st.session_state.pop("_flash", []):
+        {"success": st.success, "error": st.error, "warning": st.warning}.get(kind, st.info)(text)
+
+
+def run_edit(edit: Callable[[str], object], done: str | Callable[[object], str], attempted: str | None = None) -> bool:
+    """Run ``edit(annotator)`` (a button callback); report success or the store's refusal via ``flash``.
+
+    ``attempted`` (e.g. the name typed) is repeated in a conflict message, since the field then shows
+    the other annotator's value."""
+    who = annotator()
+    if who is None:
+        flash("warning", EDIT_HINT)
+        return False
+    try:
+        result = edit(who)
+    except StaleEditError as err:
+        flash("error", conflict_message(err, attempted))
+        return False
+    except LabelError as err:
+        flash("error", f"Not saved: {err}")
+        return False
+    flash("success", done(result) if callable(done) else done)
+    return True
+
+
+def field(key: str) -> str:
+    """A text widget's current value (stripped) from a callback."""
+    return str(st.session_state.get(key) or "").strip()
 
 
 def current_clip(sr: StudioRun) -> int | None:
@@ -166,9 +271,13 @@ def player(sr: StudioRun, row: int | None, *, head: int | None = None, autoplay:
 
 
 def poster_grid(
-    sr: StudioRun, rows, *, key: str, captions: list[str] | None = None, columns: int = STUDIO.grid_columns
-) -> None:
-    """Poster frames of ``rows`` in a grid; ▶ under each puts that clip in the page's player."""
+    sr: StudioRun, rows, *, key: str, captions: list[str] | None = None, columns: int = STUDIO.grid_columns,
+    notes: list[str] | None = None,
+) -> None:  # fmt: skip
+    """Poster frames of ``rows`` in a grid; ▶ under each puts that clip in the page's player.
+
+    ``notes`` (e.g. a clip's human label) are written under the button in full, where a long button
+    caption would be cut."""
     rows = [int(r) for r in rows]
     if not rows:
         st.caption("No clips to show.")
@@ -187,6 +296,8 @@ def poster_grid(
                 label = captions[start + j] if captions else str(ids[row])
                 st.button(f"▶ {label}", key=f"{key}-{row}", on_click=set_clip, args=(str(ids[row]),),
                           width="stretch", help=f"play {ids[row]}")  # fmt: skip
+                if notes and notes[start + j]:
+                    st.caption(notes[start + j])
 
 
 def pager(n_pages: int, key: str) -> int:
@@ -203,3 +314,20 @@ def context() -> tuple[RunRef | None, StudioRun | None, int | None]:
     """(run ref, run, head) chosen in the sidebar by the entry script for this script run."""
     ctx = st.session_state.get("_studio")
     return ctx if ctx is not None else sidebar()
+
+
+@st.cache_data(show_spinner="Writing the export…", max_entries=16)
+def _export_cached(run_dir: str, version: int, fmt: str, head: int, snapshot: str | None, only_named: bool,
+                   _store: LabelStore) -> tuple[bytes, dict]:  # fmt: skip
+    return _export(_store, fmt, head=head, snapshot=snapshot, only_named=only_named)
+
+
+def export_download(
+    store: LabelStore, version: int, fmt: str, head: int, snapshot: str | None, only_named: bool
+) -> tuple[bytes, dict]:
+    """An export's bytes and provenance, made once per store version and options (not on every rerun)."""
+    return _export_cached(str(store.run.dir), version, fmt, head, snapshot, only_named, store)
+
+
+def json_bytes(obj: object) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode()

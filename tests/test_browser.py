@@ -7,25 +7,12 @@ WebGL scatter, and writes a screenshot of every page to artifacts/screenshots/.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--mute-audio",
-]  # fmt: skip
-SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-TIMEOUT_MS = 60_000
+from browser_helpers import CHROMIUM, SHOTS, TIMEOUT_MS, AppServer, launch_chromium
+from browser_helpers import settle as _settle
 
 pytestmark = [
     pytest.mark.browser,
@@ -42,46 +29,19 @@ PLAY_CHECK = """async (video) => {
 }"""
 
 
-def _settle(page) -> None:
-    """Wait until Streamlit has finished the script run (its "running" status widget is gone)."""
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS)
-    page.evaluate("() => document.querySelectorAll('section, [data-testid=\"stMain\"]').forEach(e => e.scrollTo(0, 0))")
-    page.wait_for_timeout(500)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(studio_run, tmp_path_factory):
     """`selavi app RUN_DIR --port P` as a user starts it; yields the base URL."""
     run_dir = tmp_path_factory.mktemp("browser") / "run"
-    shutil.copytree(studio_run[1], run_dir)  # the app writes map/ and montages/ into the run
-    port = _free_port()
-    log = open(run_dir.parent / "app.log", "w")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "selavi_core.cli", "app", str(run_dir), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(base + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"selavi app did not answer on {base}: {(run_dir.parent / 'app.log').read_text()[-2000:]}")
-    yield base
-    os.killpg(proc.pid, signal.SIGTERM)
+    # the app writes map/, montages/ and labels.sqlite into the run: work on a copy
+    shutil.copytree(studio_run[1], run_dir, ignore=shutil.ignore_patterns("labels.sqlite*"))
+    app = AppServer(run_dir, run_dir.parent / "app.log")
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+        base = app.start()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield base
+    app.stop()
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +50,7 @@ def page(server):
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        browser = launch_chromium(p)
         pg = browser.new_page(viewport={"width": 1400, "height": 2000})  # tall: Streamlit scrolls inside the page
         pg.set_default_timeout(TIMEOUT_MS)
         yield pg

@@ -203,16 +203,28 @@ def _save(sr: StudioRun, res: MapResult, spec: StudioSpec, kind: str) -> None:
         pass  # a read-only run folder: the map lives in this process only
 
 
-def colour_options(sr: StudioRun) -> list[str]:
-    """What the map can be coloured by. (The labelling issue adds "human label" here.)"""
+HUMAN_LABEL = "human label"
+
+
+def colour_options(sr: StudioRun, human: bool = False) -> list[str]:
+    """What the map can be coloured by: clusters, ground truth when the catalog has it, and the human
+    labels of the label store when there are any (``human``)."""
     opts = ["cluster"]
     if sr.ground_truth is not None:
         opts.append("ground truth")
+    if human:
+        opts.append(HUMAN_LABEL)
     return opts
 
 
-def map_frame(sr: StudioRun, res: MapResult, head: int, colour: str = "cluster"):
-    """pandas frame of the map's points: x, y, row, clip_id, cluster (of ``head``), label, colour code."""
+def map_frame(sr: StudioRun, res: MapResult, head: int, colour: str = "cluster", human: np.ndarray | None = None):
+    """pandas frame of the map's points: x, y, row, clip_id, cluster (of ``head``), label, colour.
+
+    ``human`` is the effective human label of every clip of the run, in run order (None where a clip
+    has none; ``LabelStore.effective_labels(head)["label"]``): it adds a ``human`` column, and with
+    ``colour="human label"`` the colour column holds one CSS colour per point (grey for unlabelled)
+    instead of a number for the colour scale.
+    """
     import pandas as pd
 
     rows = res.rows
@@ -224,8 +236,14 @@ def map_frame(sr: StudioRun, res: MapResult, head: int, colour: str = "cluster")
         codes, names = gt
         c = codes[rows]
         df["label"] = np.where(c >= 0, np.asarray(names, dtype=object)[np.maximum(c, 0)], None)
+    if human is not None:
+        df["human"] = pd.Series(np.asarray(human, dtype=object)[rows], dtype=object)
     if colour == "ground truth" and gt is not None:
         df["colour"] = gt[0][rows]
+    elif colour == HUMAN_LABEL and human is not None:
+        from .labelling import human_colours
+
+        df["colour"] = human_colours(df["human"])
     else:
         df["colour"] = joint
     return df
