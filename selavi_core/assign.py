@@ -1,0 +1,141 @@
+"""Assignments: run a trained (or official) model over every clip and write the run folder.
+
+One centred clip and centre crop per clip, as the official evaluation. The run folder records the
+catalog's location and hash and the checkpoint's hash, so ``selavi evaluate`` and the Studio find
+the ground truth and provenance by themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .catalog import catalog_hash, load_catalog
+from .checkpoint import is_official, load_checkpoint, load_official
+from .clipcache import ClipCache, build_cache
+from .config import PAPER, Preset
+from .data import BatchMaker
+from .errors import CheckpointError
+from .inference import extract_features, predictions
+from .models import bf16_supported, build_model, to_channels_last
+from .run import RunMeta, file_hash, write_run
+
+
+def write_assignments(
+    model: torch.nn.Module,
+    cache: ClipCache,
+    preset: Preset,
+    *,
+    catalog_dir: str | os.PathLike,
+    catalog_hash: str,
+    out_dir: str | os.PathLike,
+    device: torch.device,
+    checkpoint: str | os.PathLike | None,
+    priors: np.ndarray | None,
+    prior: str,
+    source: str,
+    extra: dict | None = None,
+) -> Path:
+    rows = cache.ok_rows
+    bf16 = preset.cpu_bf16 and device.type == "cpu" and bf16_supported()
+    fv, fa = extract_features(
+        model,
+        BatchMaker(cache, preset),
+        rows,
+        device=device,
+        batch_size=preset.eval_batch_size,
+        train_aug=False,
+        rng=np.random.default_rng(0),
+        bf16=bf16,
+        desc="assigning clips",
+    )
+    pred = predictions(model, fv, fa, device)
+    heads, k = model.heads, model.clusters
+    if priors is None:
+        priors = np.full((heads, k), 1.0 / k)
+    meta = RunMeta(
+        catalog_dir=str(Path(catalog_dir).resolve()),
+        catalog_hash=catalog_hash,
+        heads=heads,
+        clusters=k,
+        preset=preset.name,
+        prior=prior,
+        fusion=model.fusion,
+        checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+        checkpoint_hash=file_hash(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
+        source=source,
+        extra=extra or {},
+    )
+    return write_run(
+        out_dir,
+        meta,
+        cache.index["clip_id"].to_numpy()[rows],
+        joint=pred["joint"],
+        video=pred["video"],
+        audio=pred["audio"],
+        confidence=pred["confidence"],
+        margin=pred["margin"],
+        features_video=fv,
+        features_audio=fa,
+        priors=np.asarray(priors),
+    )
+
+
+def load_model_for_assignment(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, Preset, np.ndarray | None, str]:
+    """Our checkpoint (its preset travels with it) or an official SeLaVi file (the paper preset)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    state = load_checkpoint(path)
+    if is_official(state):
+        model, info = load_official(state)
+        dist = info.get("dist")
+        priors = None
+        if dist is not None:
+            g = np.stack([np.asarray(d, dtype=np.float64).reshape(-1) for d in dist])
+            priors = g / g.sum(axis=1, keepdims=True)
+        return model, PAPER, priors, "gauss (official)"
+    if "preset" not in state:
+        raise CheckpointError(f"{path} is neither a SeLaVi Studio nor an official SeLaVi checkpoint")
+    preset = Preset.from_dict(state["preset"])
+    model = build_model(preset, int(state["clusters"]))
+    model.load_state_dict(state["model"])
+    marginals = (state.get("extra") or {}).get("marginals")
+    priors = marginals.numpy() if marginals is not None else None
+    return model, preset, priors, str(preset.schedule.prior)
+
+
+def assign(
+    catalog_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    device: str = "auto",
+    log=print,
+) -> Path:
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    model, preset, priors, prior = load_model_for_assignment(checkpoint)
+    model = model.to(dev)
+    if dev.type == "cpu":
+        model = to_channels_last(model)
+    catalog = load_catalog(catalog_dir)
+    chash = catalog_hash(catalog_dir)
+    cache = build_cache(catalog, catalog_dir, chash, preset, log=log)
+    return write_assignments(
+        model,
+        cache,
+        preset,
+        catalog_dir=catalog_dir,
+        catalog_hash=chash,
+        out_dir=out_dir,
+        device=dev,
+        checkpoint=checkpoint,
+        priors=priors,
+        prior=prior,
+        source="assign",
+    )

@@ -1,0 +1,154 @@
+"""Batches of network inputs from the clip cache, with SeLaVi's training augmentations.
+
+Batches are assembled in the main process with vectorised torch ops: on two cores, DataLoader
+workers would take their CPU from the model. Training samples a random 1 s window, a random
+rescale and crop, a flip and (for data sets whose clips carry per-clip colours, such as AV digits)
+colour augmentation; evaluation takes the temporally centred window and the centre crop, as the
+official evaluation does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .audio import log_mel
+from .clipcache import ClipCache
+from .config import Preset
+
+
+class BatchMaker:
+    """Turns cache rows into (video (B,3,T,crop,crop) float, log-mel (B,1,F,T') float) tensors."""
+
+    def __init__(self, cache: ClipCache, preset: Preset):
+        self.cache, self.preset = cache, preset
+        self.v, self.a = preset.video, preset.audio
+        self.window_frames = self.v.seconds * cache.fps  # cache frames in one clip window
+        self.window_samples = self.a.n_samples
+
+    def _starts(self, rows: np.ndarray, train: bool, rng: np.random.Generator) -> np.ndarray:
+        """Window start in seconds: random when training, centred for evaluation."""
+        dur = self.cache.n_frames[rows] / self.cache.fps
+        slack = np.maximum(dur - self.v.seconds, 0.0)
+        return rng.random(len(rows)) * slack if train else slack / 2
+
+    def video(self, rows: np.ndarray, starts: np.ndarray, train: bool, rng: np.random.Generator) -> torch.Tensor:
+        v, fps = self.v, self.cache.fps
+        offsets = np.arange(v.num_frames) * (self.window_frames / v.num_frames)
+        idx = np.floor(starts[:, None] * fps + offsets[None, :]).astype(np.int64)
+        idx = np.minimum(idx, np.maximum(self.cache.n_frames[rows] - 1, 0)[:, None])
+        frames = self.cache.frames
+        clips = np.stack([frames[r][i] for r, i in zip(rows, idx, strict=True)])  # (B,T,S,S,3) uint8
+        x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B,T,3,S,S)
+        b, t = x.shape[:2]
+        if train:
+            x = random_resized_crops(x, v.crop, v.train_short_side, rng)
+            if v.colour_augment:
+                x = colour_augment(x, rng)
+        else:
+            x = F.interpolate(
+                x.flatten(0, 1), size=(v.crop, v.crop), mode="bilinear", align_corners=False, antialias=True
+            ).view(b, t, 3, v.crop, v.crop)
+        x = (x - v.mean) / v.std
+        return x.permute(0, 2, 1, 3, 4).contiguous()  # (B,3,T,H,W)
+
+    def audio(self, rows: np.ndarray, starts: np.ndarray, train: bool, rng: np.random.Generator) -> torch.Tensor:
+        a, sr = self.a, self.cache.sample_rate
+        n = self.window_samples
+        first = np.round(starts * sr).astype(np.int64)
+        last_full = np.maximum(self.cache.n_samples[rows] - n, 0)  # a window past the end moves back
+        first = np.minimum(first, last_full)
+        gain = rng.uniform(1 - a.volume_jitter, 1 + a.volume_jitter, len(rows)) if train and a.volume_jitter else None
+        if self.cache.log_mels is not None:
+            spec = self._spectrogram_windows(rows, first)
+            if gain is not None:
+                spec += torch.from_numpy(2.0 * np.log(gain)).float().view(-1, 1, 1, 1)
+        else:
+            audio = self.cache.audio
+            waves = np.zeros((len(rows), n), np.float32)
+            for j, (r, s0) in enumerate(zip(rows, first, strict=True)):
+                seg = audio[r, s0 : min(s0 + n, self.cache.n_samples[r])]
+                waves[j, : len(seg)] = seg
+            w = torch.from_numpy(waves)
+            if gain is not None:
+                w = w * torch.from_numpy(gain).float().view(-1, 1)
+            spec = log_mel(w, a, dtype=None if a.exact else torch.float32)
+        if train and a.spec_augment:
+            spec = spec_augment(spec, rng)
+        return spec
+
+    def _spectrogram_windows(self, rows: np.ndarray, first_sample: np.ndarray) -> torch.Tensor:
+        """The window's frames sliced from the whole-clip log-mel (frame k starts at sample k * hop)."""
+        mels = self.cache.log_mels
+        frames = self.a.n_frames
+        f0 = np.minimum(first_sample // self.a.hop_length, mels.shape[2] - frames)
+        out = np.stack([mels[r, :, f : f + frames] for r, f in zip(rows, f0, strict=True)])
+        return torch.from_numpy(out).unsqueeze(1)
+
+    def batch(self, rows: np.ndarray, *, train: bool, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = np.asarray(rows)
+        starts = self._starts(rows, train, rng)
+        return self.video(rows, starts, train, rng), self.audio(rows, starts, train, rng)
+
+
+def random_resized_crops(
+    x: torch.Tensor, crop: int, short_side: tuple[int, int], rng: np.random.Generator
+) -> torch.Tensor:
+    """SeLaVi's spatial augmentation for a batch (B,T,3,S,S) in one ``grid_sample`` call.
+
+    Equivalent to rescaling each clip's short side to a random size in ``short_side``, taking a random
+    ``crop`` x ``crop`` window and flipping half the clips horizontally; one affine map per clip, the same
+    for all its frames. A per-clip resize loop costs more than the network here.
+    """
+    b, t, c, s, _ = x.shape
+    lo, hi = short_side
+    sizes = np.maximum(rng.integers(lo, hi + 1, size=b), crop).astype(np.float64)
+    frac = crop / sizes  # the crop's share of the (rescaled) frame
+    tx = (rng.random(b) * 2 - 1) * (1 - frac)
+    ty = (rng.random(b) * 2 - 1) * (1 - frac)
+    flip = np.where(rng.random(b) < 0.5, -1.0, 1.0)
+    theta = np.zeros((b, 2, 3))
+    theta[:, 0, 0], theta[:, 0, 2] = frac * flip, tx
+    theta[:, 1, 1], theta[:, 1, 2] = frac, ty
+    theta = torch.from_numpy(theta).float().repeat_interleave(t, dim=0)
+    grid = F.affine_grid(theta, [b * t, c, crop, crop], align_corners=False)
+    out = F.grid_sample(x.reshape(b * t, c, s, s), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.view(b, t, c, crop, crop)
+
+
+def colour_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Per-clip colour randomisation on (B,T,3,H,W) in [0,1].
+
+    Without it a video net can memorise any labelling from a clip's own colours (AV digits gives
+    every clip random colours), Sinkhorn hands the same labels back and clustering never starts.
+    Channel permutation, occasional grey, per-channel contrast/offset and occasional inversion
+    leave only shape and motion as stable evidence.
+    """
+    b = x.shape[0]
+    perms = torch.from_numpy(np.argsort(rng.random((b, 3)), axis=1))
+    x = x.gather(2, perms.view(b, 1, 3, 1, 1).expand_as(x))
+    grey = torch.from_numpy(rng.random(b) < 0.2).view(b, 1, 1, 1, 1)
+    x = torch.where(grey, x.mean(dim=2, keepdim=True).expand_as(x), x)
+    gain = torch.from_numpy(rng.uniform(0.6, 1.4, (b, 1, 3, 1, 1))).float()
+    offset = torch.from_numpy(rng.uniform(-0.2, 0.2, (b, 1, 3, 1, 1))).float()
+    x = (x - 0.5) * gain + 0.5 + offset
+    invert = torch.from_numpy(rng.random(b) < 0.5).view(b, 1, 1, 1, 1)
+    x = torch.where(invert, 1.0 - x, x)
+    return x.clamp_(0.0, 1.0)
+
+
+def spec_augment(
+    spec: torch.Tensor, rng: np.random.Generator, max_freq: float = 0.15, max_time: float = 0.15
+) -> torch.Tensor:
+    """One frequency and one time mask per example (SpecAugment), filled with the example's mean."""
+    b, _, f, t = spec.shape
+    wf = rng.integers(0, int(f * max_freq) + 1, size=b)
+    f0 = (rng.random(b) * (f - wf + 1)).astype(np.int64)
+    wt = rng.integers(0, int(t * max_time) + 1, size=b)
+    t0 = (rng.random(b) * (t - wt + 1)).astype(np.int64)
+    fr, tr = np.arange(f)[None, :], np.arange(t)[None, :]
+    fmask = torch.from_numpy((fr >= f0[:, None]) & (fr < (f0 + wf)[:, None])).view(b, 1, f, 1)
+    tmask = torch.from_numpy((tr >= t0[:, None]) & (tr < (t0 + wt)[:, None])).view(b, 1, 1, t)
+    fill = spec.mean(dim=(1, 2, 3), keepdim=True)
+    return torch.where(fmask | tmask, fill, spec)

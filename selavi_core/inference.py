@@ -1,0 +1,130 @@
+"""Running a SeLaVi model over many clips: features, per-head posteriors, predictions.
+
+Shared by pseudo-labelling during training (training augmentations, eval mode) and by assignment
+(centred clip and crop). Features are computed once per pass and the tiny heads are applied to
+them afterwards, head by head, in row chunks: at 200,000 clips x 10 heads x K=309 holding every
+head's posteriors at once would take gigabytes, one head at a time takes one N x K matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .data import BatchMaker
+from .models import bf16_supported, channels_last_inputs, cpu_autocast
+from .progress import progress
+
+ROW_CHUNK = 16_384
+
+
+def autocast_context(device: torch.device, bf16_on_cpu: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs, and on CPUs with native bf16 (2.7-3x faster R(2+1)D on Zen 4)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if bf16_on_cpu and bf16_supported():
+        return cpu_autocast(True)
+    return contextlib.nullcontext()
+
+
+def to_device(video: torch.Tensor, audio: torch.Tensor, device: torch.device, channels_last: bool):
+    video, audio = video.to(device, non_blocking=True), audio.to(device, non_blocking=True)
+    return channels_last_inputs(video, audio) if channels_last else (video, audio)
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for i in range(0, n, size):
+        yield slice(i, min(i + size, n))
+
+
+@torch.no_grad()
+def extract_features(
+    model: torch.nn.Module,
+    maker: BatchMaker,
+    rows: np.ndarray,
+    *,
+    device: torch.device,
+    batch_size: int,
+    train_aug: bool,
+    rng: np.random.Generator,
+    bf16: bool = True,
+    desc: str = "features",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled (video, audio) encoder features of cache ``rows`` in eval mode, float32."""
+    model.eval()
+    channels_last = device.type == "cpu"
+    fvs, fas = [], []
+    batches = list(_chunks(len(rows), batch_size))
+    for sl in progress(batches, desc=desc, unit="batch"):
+        video, audio = maker.batch(rows[sl], train=train_aug, rng=rng)
+        video, audio = to_device(video, audio, device, channels_last)
+        with autocast_context(device, bf16):
+            fv, fa = model.encode(video, audio)
+        fvs.append(fv.float().cpu().numpy())
+        fas.append(fa.float().cpu().numpy())
+    return np.concatenate(fvs), np.concatenate(fas)
+
+
+@torch.no_grad()
+def head_log_posteriors(
+    model: torch.nn.Module, fv: np.ndarray, fa: np.ndarray, head: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(log p_video, log p_audio) of one head as float32 (N, K); for concat fusion (log p, None).
+
+    Heads run in float32 even when encoders ran in bf16: the posteriors are raised to the power
+    lambda/2 = 10 by Sinkhorn, which would amplify bf16 rounding.
+    """
+    model.eval()
+    if model.fusion == "concat":
+        mlp = getattr(model, f"mlp_c{head}")
+        x = np.concatenate([fv, fa], axis=1)
+        out = np.empty((len(x), model.clusters), np.float32)
+        for sl in _chunks(len(x), ROW_CHUNK):
+            out[sl] = torch.log_softmax(mlp(torch.from_numpy(x[sl]).to(device)).float(), dim=1).cpu().numpy()
+        return out, None
+    mv, ma = getattr(model, f"mlp_v{head}"), getattr(model, f"mlp_a{head}")
+    lv = np.empty((len(fv), model.clusters), np.float32)
+    la = np.empty_like(lv)
+    for sl in _chunks(len(fv), ROW_CHUNK):
+        lv[sl] = torch.log_softmax(mv(torch.from_numpy(fv[sl]).to(device)).float(), dim=1).cpu().numpy()
+        la[sl] = torch.log_softmax(ma(torch.from_numpy(fa[sl]).to(device)).float(), dim=1).cpu().numpy()
+    return lv, la
+
+
+def joint_log_posterior(lv: np.ndarray, la: np.ndarray | None) -> np.ndarray:
+    """What Sinkhorn sees: the mean of the two log posteriors, so that P^lam = (p_v p_a)^(lam/2)."""
+    return lv if la is None else 0.5 * (lv + la)
+
+
+def predictions(model: torch.nn.Module, fv: np.ndarray, fa: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
+    """Per clip and head: joint / video-only / audio-only cluster, confidence and margin, each (N, H).
+
+    Joint cluster = argmax p_v * p_a; confidence is that product renormalised over clusters, and
+    margin its gap to the second best. With concat fusion there is one posterior; the video-only
+    and audio-only predictions then come from the same heads with the other modality's features
+    zeroed (a degraded-modality probe, not SeLaVi's separate heads).
+    """
+    n, h = len(fv), model.heads
+    out = {k: np.empty((n, h), np.int32) for k in ("joint", "video", "audio")}
+    out.update({k: np.empty((n, h), np.float32) for k in ("confidence", "margin")})
+    for head in range(h):
+        lv, la = head_log_posteriors(model, fv, fa, head, device)
+        if la is None:
+            joint = lv
+            out["video"][:, head] = head_log_posteriors(model, fv, np.zeros_like(fa), head, device)[0].argmax(1)
+            out["audio"][:, head] = head_log_posteriors(model, np.zeros_like(fv), fa, head, device)[0].argmax(1)
+        else:
+            joint = lv.astype(np.float64) + la
+            out["video"][:, head] = lv.argmax(1)
+            out["audio"][:, head] = la.argmax(1)
+        joint = joint - joint.max(axis=1, keepdims=True)
+        p = np.exp(joint)
+        p /= p.sum(axis=1, keepdims=True)
+        top2 = np.partition(p, -2, axis=1)[:, -2:] if p.shape[1] > 1 else np.concatenate([np.zeros_like(p), p], 1)
+        out["joint"][:, head] = p.argmax(1)
+        out["confidence"][:, head] = top2[:, 1]
+        out["margin"][:, head] = top2[:, 1] - top2[:, 0]
+    return out

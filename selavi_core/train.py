@@ -1,0 +1,501 @@
+"""SeLaVi training: self-labelling with Sinkhorn-Knopp, modality as augmentation, decorrelated heads.
+
+One loop for one CPU, one GPU or many processes under torchrun (DistributedDataParallel; gloo on
+CPU, nccl on GPU). The recipe follows ../shared/docs/selavi-method.md:
+
+* one pseudo-label per clip and head, shared by both modalities; loss = 1/2 mean-over-heads
+  CE(video) + 1/2 mean-over-heads CE(audio) ("modality as augmentation"), or one set of heads on
+  the concatenated features with ``fusion="concat"``;
+* pseudo-labels from Sinkhorn-Knopp at iterations t_j = T (j/(n-1))^p, the first before any
+  gradient step, over the whole data set with training augmentations and the model in eval mode;
+* heads shuffled into groups at every labelling, one augmented pass per group (decorrelated heads),
+  a prior draw per head, rank-matched to the current cluster masses;
+* at the first labelling, each audio head's outputs are permuted to match its video head (L1);
+* BatchNorm warm-up before the first labelling.
+
+Distributed pseudo-labelling shards rows across ranks; each rank keeps only its rows' posteriors
+and Sinkhorn all-reduces column sums, so no rank ever holds N x K for the whole data set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .alignment import align_permutation, apply_permutation_to_linear
+from .catalog import catalog_hash, load_catalog
+from .checkpoint import load_checkpoint, save_checkpoint
+from .clipcache import build_cache
+from .config import Preset
+from .data import BatchMaker
+from .errors import SelaviError
+from .inference import autocast_context, extract_features, head_log_posteriors, joint_log_posterior, to_device
+from .metrics import nmi
+from .models import bf16_supported, build_model, to_channels_last
+from .priors import parse_prior
+from .progress import progress
+from .sinkhorn import sinkhorn_knopp, sinkhorn_knopp_distributed
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.jsonl"
+ALIGN_MAX_ROWS = 20_000  # alignment cost is a sum over rows: a large sample pins the permutation down
+
+
+@dataclass
+class Context:
+    """Where this process runs: device and (optional) process group."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SelaviError("--device cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def setup_context(device: str = "auto") -> Context:
+    """Join the torchrun process group when launched by torchrun, else run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Context(resolve_device(device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Context(dev, rank, world)
+
+
+def schedule_points(total_iters: int, n_opts: int, power: float) -> list[int]:
+    """Iterations at which pseudo-labels are recomputed: t_j = T (j/(n-1))^p for j < n-1."""
+    n = max(2, n_opts)
+    return sorted({int(math.floor(total_iters * (j / (n - 1)) ** power)) for j in range(n - 1)})
+
+
+@dataclass
+class TrainState:
+    """Everything a resume needs besides model and optimiser weights."""
+
+    epoch: int = 0
+    iteration: int = 0
+    labels: np.ndarray | None = None  # (N, H) current pseudo-labels
+    prior_bases: np.ndarray | None = None  # (H, K) per-head prior draws
+    marginals: np.ndarray | None = None  # (H, K) marginals used at the last labelling
+    aligned: bool = False
+    n_labellings: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        catalog_dir: str | os.PathLike,
+        out_dir: str | os.PathLike,
+        preset: Preset,
+        *,
+        ctx: Context,
+        prior: str | None = None,
+        log=print,
+    ):
+        self.catalog_dir, self.out = Path(catalog_dir), Path(out_dir)
+        self.preset, self.ctx, self.log = preset, ctx, log if ctx.main else (lambda *a, **k: None)
+        self.prior = parse_prior(prior or preset.schedule.prior)
+        catalog = load_catalog(self.catalog_dir)
+        self.catalog_hash = catalog_hash(self.catalog_dir)
+        if ctx.main:
+            self.cache = build_cache(catalog, self.catalog_dir, self.catalog_hash, preset, log=self.log)
+        if ctx.distributed:
+            dist.barrier()
+        if not ctx.main:
+            self.cache = build_cache(catalog, self.catalog_dir, self.catalog_hash, preset, log=self.log)
+        self.rows = self.cache.ok_rows
+        if len(self.rows) < preset.optim.batch_size * ctx.world:
+            raise SelaviError(
+                f"only {len(self.rows)} decodable clips; need at least one batch "
+                f"({preset.optim.batch_size} per process)"
+            )
+        ids = self.cache.index["clip_id"].to_numpy()[self.rows]
+        by_id = catalog.set_index("clip_id")["label"]
+        labels = by_id.reindex(ids)
+        self.gt = None if labels.isna().all() else np.asarray(pd.Categorical(labels).codes, dtype=np.int64)
+        self.clip_ids = ids
+        self.clusters = preset.model.clusters or (int(labels.nunique()) if self.gt is not None else 100)
+        self.maker = BatchMaker(self.cache, preset)
+        self.bf16 = preset.cpu_bf16 and ctx.device.type == "cpu" and bf16_supported()
+        torch.manual_seed(preset.optim.seed + ctx.rank)
+        if ctx.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormals in small CPU convolutions cost up to 10x
+        self.rng = np.random.default_rng(preset.optim.seed + 1000 * ctx.rank)
+        self.shared_rng = np.random.default_rng(preset.optim.seed)  # identical on every rank
+        self.model = build_model(preset, self.clusters).to(ctx.device)
+        self.channels_last = ctx.device.type == "cpu"  # 10-15% faster on CPU, with or without bf16
+        if self.channels_last:
+            self.model = to_channels_last(self.model)
+        self.net = self.model
+        if ctx.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+            )
+        self.optimizer = self._optimizer()
+        self.state = TrainState()
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        o = self.preset.optim
+        if o.optimizer == "adam":
+            return torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        if o.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        raise SelaviError(f"unknown optimizer {o.optimizer!r} (sgd or adam)")
+
+    def _set_lr(self, epoch: int) -> None:
+        """Official recipe: linear warm-up per epoch from lr to lr x world size, then constant."""
+        o = self.preset.optim
+        target = o.lr * self.ctx.world
+        lr = target if o.warmup_epochs <= 0 else o.lr + (target - o.lr) * min(1.0, epoch / o.warmup_epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.rows) // (self.preset.optim.batch_size * self.ctx.world)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """This rank's rows for one epoch (positions into self.rows), same shuffle on every rank."""
+        perm = np.random.default_rng(self.preset.optim.seed + 7919 * (epoch + 1)).permutation(len(self.rows))
+        per_rank = self.batches_per_epoch * self.preset.optim.batch_size
+        return perm[self.ctx.rank :: self.ctx.world][:per_rank]
+
+    # -- pseudo-labelling --------------------------------------------------------------------------------
+    def _local_block(self) -> slice:
+        n, w, r = len(self.rows), self.ctx.world, self.ctx.rank
+        return slice(r * n // w, (r + 1) * n // w)
+
+    def _allreduce(self, arr: np.ndarray) -> np.ndarray:
+        if not self.ctx.distributed:
+            return arr
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.ctx.device)
+        dist.all_reduce(t)
+        return t.cpu().numpy()
+
+    def _align(self, fv: np.ndarray, fa: np.ndarray) -> None:
+        """Permute each audio head's outputs to match its video head, once (first labelling)."""
+        s = self.preset.schedule
+        for h in range(self.model.heads):
+            lv, la = head_log_posteriors(self.model, fv, fa, h, self.ctx.device)
+            lv, la = self._gather_sample(lv), self._gather_sample(la)
+            perm = None
+            if self.ctx.main:
+                rng = np.random.default_rng(self.shared_rng.integers(1 << 31))
+                perm, _ = align_permutation(
+                    np.exp(lv),
+                    np.exp(la),
+                    max_proposals=s.align_proposals,
+                    patience=s.align_patience,
+                    restarts=s.align_restarts,
+                    rng=rng,
+                )
+            perm = self._broadcast(perm, self.clusters)
+            apply_permutation_to_linear(self.model.audio_head_last_linear(h), perm)
+
+    def _gather_sample(self, x: np.ndarray) -> np.ndarray:
+        """Rank 0 gets up to ALIGN_MAX_ROWS rows in total (others get their own rows back)."""
+        x = x[: ALIGN_MAX_ROWS // self.ctx.world]
+        if not self.ctx.distributed:
+            return x
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.ctx.device)
+        sizes = [torch.zeros(1, dtype=torch.long, device=self.ctx.device) for _ in range(self.ctx.world)]
+        dist.all_gather(sizes, torch.tensor([len(x)], device=self.ctx.device))
+        m = int(max(s.item() for s in sizes))
+        pad = torch.zeros((m, x.shape[1]), dtype=t.dtype, device=t.device)
+        pad[: len(x)] = t
+        parts = [torch.zeros_like(pad) for _ in range(self.ctx.world)]
+        dist.all_gather(parts, pad)
+        return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)]).cpu().numpy()
+
+    def _broadcast_array(self, arr: np.ndarray) -> np.ndarray:
+        """Rank 0's copy everywhere (all-reduced floats can differ in the last bit between ranks)."""
+        if not self.ctx.distributed:
+            return arr
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.ctx.device)
+        dist.broadcast(t, 0)
+        return t.cpu().numpy()
+
+    def _broadcast(self, perm: np.ndarray | None, k: int) -> np.ndarray:
+        if not self.ctx.distributed:
+            return perm
+        t = torch.as_tensor(perm if perm is not None else np.zeros(k, np.int64), device=self.ctx.device)
+        dist.broadcast(t, 0)
+        return t.cpu().numpy()
+
+    def relabel(self) -> None:
+        """One Sinkhorn-Knopp labelling of every head, with decorrelated groups of heads."""
+        st, s, sk = self.state, self.preset.schedule, self.preset.sinkhorn
+        t0 = time.time()
+        heads = self.model.heads
+        block = self._local_block()
+        local_rows = self.rows[block]
+        n_total = len(self.rows)
+        if st.prior_bases is None:
+            st.prior_bases = np.asarray(self.prior.draw(self.clusters, heads, self.shared_rng), dtype=np.float64)
+            st.marginals = np.tile(np.full(self.clusters, 1.0 / self.clusters), (heads, 1))
+        order = self.shared_rng.permutation(heads)
+        groups = [order[g :: s.groups] for g in range(min(s.groups, heads))]
+        labels = np.zeros((n_total, heads), np.int64)
+        stats = []
+        for g, group in enumerate(groups):
+            fv, fa = extract_features(
+                self.model,
+                self.maker,
+                local_rows,
+                device=self.ctx.device,
+                batch_size=self.preset.eval_batch_size,
+                train_aug=True,
+                rng=self.rng,
+                bf16=self.bf16,
+                desc=f"labelling pass {g + 1}/{len(groups)}",
+            )
+            if not st.aligned and s.align and self.model.fusion == "augment":
+                self._align(fv, fa)
+            for h in group:
+                lv, la = head_log_posteriors(self.model, fv, fa, int(h), self.ctx.device)
+                log_p = joint_log_posterior(lv, la)
+                mass = self._allreduce(
+                    np.exp(2.0 * log_p.astype(np.float64)).sum(0)
+                    if la is not None
+                    else np.exp(log_p.astype(np.float64)).sum(0)
+                )
+                marginal = self._broadcast_array(np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64))
+                st.marginals[h] = marginal
+                if self.ctx.distributed:
+                    res = sinkhorn_knopp_distributed(log_p, marginal, lam=sk.lam, tol=sk.tol, max_iter=sk.max_iter)
+                else:
+                    res = sinkhorn_knopp(log_p, marginal, lam=sk.lam, tol=sk.tol, max_iter=sk.max_iter)
+                labels[block, h] = res.labels
+                stats.append(int(res.n_iter))
+        st.aligned = True
+        labels = self._allreduce(labels)
+        previous = st.labels
+        st.labels = labels
+        st.n_labellings += 1
+        record = {
+            "labelling": st.n_labellings,
+            "iteration": st.iteration,
+            "epoch": st.epoch,
+            "seconds": round(time.time() - t0, 2),
+            "sk_iters_mean": float(np.mean(stats)),
+            "clusters_used_head0": int(len(np.unique(labels[:, 0]))),
+        }
+        if previous is not None:
+            record["stability_nmi"] = round(float(nmi(previous[:, 0], labels[:, 0])), 4)
+        if self.gt is not None:
+            known = self.gt != -1
+            record["nmi_gt_head0"] = round(float(nmi(self.gt[known], labels[known, 0])), 4)
+            record["nmi_gt_best"] = round(max(float(nmi(self.gt[known], labels[known, h])) for h in range(heads)), 4)
+        st.history.append(record)
+        self.log("labelling " + json.dumps(record))
+
+    # -- training ----------------------------------------------------------------------------------------
+    def _loss(self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out_a, out_b = self.net(video, audio)
+        heads = len(out_a)
+        if out_b is None:
+            return sum(F.cross_entropy(out_a[h].float(), y[:, h]) for h in range(heads)) / heads
+        lv = sum(F.cross_entropy(out_a[h].float(), y[:, h]) for h in range(heads)) / heads
+        la = sum(F.cross_entropy(out_b[h].float(), y[:, h]) for h in range(heads)) / heads
+        return 0.5 * lv + 0.5 * la
+
+    @torch.no_grad()
+    def bn_warmup(self) -> None:
+        """Forward a few training batches in train mode so BN statistics are sane before labelling."""
+        self.net.train()
+        order = self._epoch_order(0)
+        bs = self.preset.optim.batch_size
+        for b in range(min(self.preset.schedule.bn_warmup_batches, self.batches_per_epoch)):
+            video, audio = self.maker.batch(self.rows[order[b * bs : (b + 1) * bs]], train=True, rng=self.rng)
+            video, audio = to_device(video, audio, self.ctx.device, self.channels_last)
+            with autocast_context(self.ctx.device, self.bf16):
+                self.net(video, audio)
+
+    def fit(self, epochs: int) -> None:
+        st, bs = self.state, self.preset.optim.batch_size
+        per_epoch = self.batches_per_epoch
+        total = epochs * per_epoch
+        points = [
+            p
+            for p in schedule_points(total, self.preset.schedule.n_opts, self.preset.schedule.power)
+            if p >= st.iteration
+        ]
+        if st.labels is None:
+            self.bn_warmup()
+        t_start = time.time()
+        for epoch in range(st.epoch, epochs):
+            st.epoch = epoch
+            self._set_lr(epoch)
+            order = self._epoch_order(epoch)
+            losses = []
+            bar = progress(range(per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
+            for b in bar:
+                if points and st.iteration >= points[0]:
+                    while points and st.iteration >= points[0]:
+                        points.pop(0)
+                    self.relabel()
+                self.net.train()
+                rows_pos = order[b * bs : (b + 1) * bs]
+                video, audio = self.maker.batch(self.rows[rows_pos], train=True, rng=self.rng)
+                video, audio = to_device(video, audio, self.ctx.device, self.channels_last)
+                y = torch.from_numpy(st.labels[rows_pos]).to(self.ctx.device)
+                with autocast_context(self.ctx.device, self.bf16):
+                    loss = self._loss(video, audio, y)
+                if not torch.isfinite(loss):
+                    raise SelaviError(
+                        f"training diverged at epoch {epoch + 1}, batch {b + 1} (loss {float(loss)}); "
+                        "lower --lr or train without bf16"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+                st.iteration += 1
+            record = {
+                "epoch": epoch + 1,
+                "loss": round(float(np.mean(losses)), 4),
+                "seconds": round(time.time() - t_start, 1),
+                "labellings": st.n_labellings,
+            }
+            last = st.history[-1] if st.history else {}
+            for key in ("stability_nmi", "nmi_gt_head0", "nmi_gt_best"):
+                if key in last:
+                    record[key] = last[key]
+            self.log("epoch " + json.dumps(record))
+            st.epoch = epoch + 1
+            if self.ctx.main:
+                with open(self.out / LOG_NAME, "a") as f:
+                    f.write(json.dumps({"type": "epoch", **record, "labelling_log": st.history[-1:]}) + "\n")
+                self.save()
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def save(self) -> None:
+        st = self.state
+        extra = {
+            "iteration": st.iteration,
+            "aligned": st.aligned,
+            "n_labellings": st.n_labellings,
+            "labels": torch.from_numpy(st.labels) if st.labels is not None else None,
+            "prior_bases": torch.from_numpy(st.prior_bases) if st.prior_bases is not None else None,
+            "marginals": torch.from_numpy(st.marginals) if st.marginals is not None else None,
+            "history": json.dumps(st.history),
+            "catalog_hash": self.catalog_hash,
+            "clip_ids": json.dumps(list(map(str, self.clip_ids))),
+            "rng": json.dumps({"rng": self.rng.bit_generator.state, "shared": self.shared_rng.bit_generator.state}),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_checkpoint(
+            self.out / CHECKPOINT_NAME,
+            model=self.model,
+            optimizer=self.optimizer,
+            epoch=st.epoch,
+            preset=self.preset,
+            clusters=self.clusters,
+            extra=extra,
+        )
+
+    def resume(self) -> bool:
+        path = self.out / CHECKPOINT_NAME
+        if not path.is_file():
+            return False
+        ckpt = load_checkpoint(path)
+        extra = ckpt["extra"]
+        if extra.get("catalog_hash") != self.catalog_hash:
+            raise SelaviError(f"{path} was trained on another catalog; use a new --out or delete the checkpoint")
+        self.model.load_state_dict(ckpt["model"])
+        if ckpt.get("optimizer"):
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        st = self.state
+        st.epoch, st.iteration = int(ckpt["epoch"]), int(extra["iteration"])
+        st.aligned, st.n_labellings = bool(extra["aligned"]), int(extra["n_labellings"])
+        for name in ("labels", "prior_bases", "marginals"):
+            value = extra.get(name)
+            setattr(st, name, value.numpy() if value is not None else None)
+        st.history = json.loads(extra["history"])
+        rng = json.loads(extra["rng"])
+        self.rng.bit_generator.state = rng["rng"]
+        self.shared_rng.bit_generator.state = rng["shared"]
+        torch.set_rng_state(extra["torch_rng"])
+        self.log(f"resumed from {path} at epoch {st.epoch} (iteration {st.iteration})")
+        return True
+
+
+def train(
+    catalog_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    preset: Preset,
+    *,
+    device: str = "auto",
+    prior: str | None = None,
+    resume: bool = False,
+    log=print,
+) -> Path:
+    """Train SeLaVi on a catalog and write the run folder (checkpoint, log, assignments)."""
+    from .assign import write_assignments
+
+    ctx = setup_context(device)
+    out = Path(out_dir)
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for stale in (CHECKPOINT_NAME, LOG_NAME):
+                (out / stale).unlink(missing_ok=True)
+    if ctx.distributed:
+        dist.barrier()
+    trainer = Trainer(catalog_dir, out, preset, ctx=ctx, prior=prior, log=log)
+    if resume:
+        trainer.resume()
+    (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2)) if ctx.main else None
+    t0 = time.time()
+    trainer.fit(preset.optim.epochs)
+    seconds = time.time() - t0
+    if ctx.main:
+        write_assignments(
+            trainer.model,
+            trainer.cache,
+            preset,
+            catalog_dir=trainer.catalog_dir,
+            catalog_hash=trainer.catalog_hash,
+            out_dir=out,
+            device=ctx.device,
+            checkpoint=out / CHECKPOINT_NAME,
+            priors=trainer.state.marginals,
+            prior=prior or preset.schedule.prior,
+            source="train",
+            extra={"train_seconds": round(seconds, 1), "epochs": preset.optim.epochs},
+        )
+    if ctx.distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out

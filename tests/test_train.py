@@ -1,0 +1,150 @@
+"""Training end to end on a tiny real catalog: the CLI, the run folder, resume, torchrun with two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from media_factory import make_video
+
+from selavi_core.checkpoint import load_checkpoint
+from selavi_core.cli import main
+from selavi_core.config import CPU_SMALL, CacheSpec, ModelSpec, OptimSpec, ScheduleSpec, VideoSpec
+from selavi_core.run import Run
+from selavi_core.train import schedule_points, train
+
+N_CLIPS = 24
+
+#: The cpu-small code path at toy size, so a whole training run takes seconds.
+TINY = CPU_SMALL.with_overrides(
+    video={"num_frames": 4, "crop": 24, "train_short_side": (26, 30)},
+    cache={"fps": 4.0, "short_side": 28},
+    model={"video_widths": (8, 8, 16, 16), "audio_widths": (8, 8, 16, 16), "heads": 3, "clusters": 2},
+    optim={"epochs": 2, "batch_size": 6},
+    schedule={"n_opts": 4, "bn_warmup_batches": 2, "align_proposals": 300, "align_patience": 50},
+)
+assert isinstance(TINY.video, VideoSpec) and isinstance(TINY.cache, CacheSpec)
+assert isinstance(TINY.model, ModelSpec) and isinstance(TINY.optim, OptimSpec) and isinstance(TINY.schedule, ScheduleSpec)
+
+
+@pytest.fixture(scope="module")
+def tiny_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 real 2 s H.264/AAC clips of two visual/audio patterns, ingested through the CLI."""
+    root = tmp_path_factory.mktemp("tiny_src")
+    rows = []
+    for i in range(N_CLIPS):
+        cls = i % 2
+        path = make_video(root / f"c{i:02d}.mp4", duration=2.0, fps=12, size=(48, 36), seed=cls * 100 + i,
+                          sample_rate=16_000)
+        rows.append({"path": path.name, "label": f"class{cls}"})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    out = tmp_path_factory.mktemp("tiny_catalog")
+    assert main(["ingest", str(root), "--format", "csv", "--out", str(out)]) == 0
+    return out
+
+
+def test_schedule_points_follow_the_power_law():
+    pts = schedule_points(1000, 100, 1.5)
+    assert pts[0] == 0 and pts[-1] < 1000
+    gaps = np.diff(pts)
+    assert gaps[-1] > gaps[len(gaps) // 2] >= 1  # denser early, sparser late
+    assert len(pts) <= 99
+
+
+def test_train_writes_a_complete_run_and_resumes(tiny_catalog: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    train(tiny_catalog, run_dir, TINY, device="cpu", log=lambda *a: None)
+    run = Run(run_dir)
+    assert run.heads == 3 and run.clusters == 2 and run.n_clips == N_CLIPS
+    joint = np.asarray(run.assignments("joint"))
+    assert joint.shape == (N_CLIPS, 3) and joint.min() >= 0 and joint.max() < 2
+    conf = np.asarray(run.scores("confidence"))
+    assert ((conf >= 0.5 - 1e-6) & (conf <= 1 + 1e-6)).all()  # K=2: the chosen cluster has at least half
+    assert np.asarray(run.features("video")).shape == (N_CLIPS, 16)
+    assert np.allclose(run.priors.sum(axis=1), 1.0)
+    assert run.meta.checkpoint_hash and run.meta.source == "train"
+
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in log)
+
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["epoch"] == 2
+    labels = ckpt["extra"]["labels"].numpy()
+    assert labels.shape == (N_CLIPS, 3)
+    # Sinkhorn with a near-uniform prior splits 24 clips into two clusters of about 12
+    assert all(np.bincount(labels[:, h], minlength=2).min() >= 6 for h in range(3))
+
+    # resume with more epochs continues at epoch 3, not from scratch
+    more = TINY.with_overrides(optim={"epochs": 3})
+    train(tiny_catalog, run_dir, more, device="cpu", resume=True, log=lambda *a: None)
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 3
+
+
+def test_assign_and_concat_fusion_through_the_cli(tiny_catalog: Path, tmp_path: Path):
+    run_dir = tmp_path / "concat"
+    concat = TINY.with_overrides(model={"fusion": "concat"}, optim={"epochs": 1})
+    train(tiny_catalog, run_dir, concat, device="cpu", log=lambda *a: None)
+    out = tmp_path / "assigned"
+    assert main(["assign", str(tiny_catalog), "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(out)]) == 0
+    a, b = Run(run_dir), Run(out)
+    assert a.meta.fusion == b.meta.fusion == "concat"
+    np.testing.assert_array_equal(np.asarray(a.assignments("joint")), np.asarray(b.assignments("joint")))
+    assert list(a.clip_ids) == list(b.clip_ids)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_on_cpu(tiny_catalog: Path, tmp_path: Path):
+    """DistributedDataParallel over gloo: two CPU processes train and write one run."""
+    script = tmp_path / "launch.py"
+    tests_dir = str(Path(__file__).parent)
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {tests_dir!r})\n"
+        "from test_train import TINY\n"
+        "from selavi_core.train import train\n"
+        "train(sys.argv[1], sys.argv[2], TINY, device='cpu', log=lambda *a: None)\n"
+    )
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SELAVI_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tiny_catalog), str(run_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = Run(run_dir)
+    assert run.n_clips == N_CLIPS and run.heads == 3
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2
+
+
+def test_cached_log_mel_windows_equal_log_mel_of_the_window(tiny_catalog: Path):
+    """The whole-clip log-mel cache gives the same 1 s spectrogram as computing it on the 1 s of audio."""
+    from selavi_core.audio import log_mel
+    from selavi_core.catalog import catalog_hash, load_catalog
+    from selavi_core.clipcache import build_cache
+    from selavi_core.data import BatchMaker
+
+    cache = build_cache(load_catalog(tiny_catalog), tiny_catalog, catalog_hash(tiny_catalog), TINY)
+    assert cache.log_mels is not None
+    maker = BatchMaker(cache, TINY)
+    rows = np.arange(6)
+    hop = TINY.audio.hop_length
+    starts = np.array([0, 1, 3, 7, 11, 20]) * hop / TINY.audio.sample_rate
+    got = maker.audio(rows, starts, train=False, rng=np.random.default_rng(0))
+    n = TINY.audio.n_samples
+    waves = np.stack([np.asarray(cache.audio[r, int(round(s * TINY.audio.sample_rate)):][:n], np.float32)
+                      for r, s in zip(rows, starts, strict=True)])
+    want = log_mel(torch.from_numpy(waves), TINY.audio, dtype=torch.float32)
+    assert got.shape == want.shape == (6, 1, TINY.audio.n_mels, TINY.audio.n_frames)
+    # identical but for pre-emphasis at the window's first sample (it sees the previous sample in the cache)
+    np.testing.assert_allclose(got[..., 1:].numpy(), want[..., 1:].numpy(), atol=2e-3)
+    assert np.median(np.abs(got[..., 0].numpy() - want[..., 0].numpy())) < 0.5
