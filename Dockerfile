@@ -1,0 +1,25 @@
+# SeLaVi Studio: the app and the CLI in one image.
+#   docker build -t selavi-studio .
+#   docker run -p 8501:8501 -v "$PWD/runs:/work/runs" selavi-studio            # the Studio on /work/runs/demo
+#   docker run selavi-studio selavi --help                                      # any CLI stage
+FROM python:3.11-slim-bookworm
+
+# ffmpeg for the decode benchmark; espeak-ng for the demo speech fallback.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg espeak-ng \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /work
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY pyproject.toml README.md ./
+COPY selavi_core ./selavi_core
+COPY app ./app
+COPY assets ./assets
+RUN pip install --no-cache-dir --no-deps -e .
+
+ENV NUMBA_THREADING_LAYER=workqueue \
+    PYTHONUNBUFFERED=1
+EXPOSE 8501
+CMD ["selavi", "app", "/work/runs/demo", "--host", "0.0.0.0", "--port", "8501"]

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: set-up, lint, tests (browser tests included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export SELAVI_NO_PROGRESS=1 NUMBA_THREADING_LAYER=workqueue PYTHONUNBUFFERED=1
+.venv/bin/ruff check .
+.venv/bin/python -m pytest -q -ra "$@"
