@@ -24,6 +24,7 @@ from selavi_core.models import (
     channels_last_inputs,
     cpu_autocast,
     posteriors,
+    stem_mid_width,
     to_channels_last,
 )
 
@@ -112,8 +113,10 @@ def test_encoder_output_shapes_for_both_presets():
     assert AudioEncoder(SMALL).eval()(audio).shape == (3, SMALL[-1])
     assert AudioEncoder(FULL).eval()(audio).shape == (3, 512)
     small_keys = shapes(VideoEncoder(SMALL))
-    assert small_keys["base.stem.0.weight"] == (11, 3, 1, 7, 7)  # 45 scaled by 16/64, rounded
-    assert small_keys["base.stem.3.weight"] == (16, 11, 3, 1, 1)
+    mid = stem_mid_width(SMALL[0])
+    assert stem_mid_width(16) == 11 and stem_mid_width(64) == 45  # torchvision's 45, scaled and rounded
+    assert small_keys["base.stem.0.weight"] == (mid, 3, 1, 7, 7)
+    assert small_keys["base.stem.3.weight"] == (SMALL[0], mid, 3, 1, 1)
     assert set(small_keys) == set(shapes(VideoEncoder(FULL)))
 
 

@@ -184,6 +184,7 @@ def test_stratified_sample_keeps_every_cluster():
 def test_map_is_computed_once_and_cached(studio_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(studio_run[1], run_dir)
+    shutil.rmtree(run_dir / "map", ignore_errors=True)  # another test may have mapped the shared run already
     local = open_run(run_dir)
     seen = []
     res = compute_map(local, progress=lambda f, m: seen.append(f))
