@@ -12,11 +12,12 @@ variant=${SELAVI_DEMO_VARIANT:-balanced}
 
 .venv/bin/selavi demo-data "$demo" --variant "$variant"
 .venv/bin/selavi ingest "$demo" --format csv --out "$catalog"
-if .venv/bin/selavi previews --help >/dev/null 2>&1; then .venv/bin/selavi previews "$catalog"; fi
+.venv/bin/selavi previews "$catalog"
 if [ ! -f "$run/run.json" ]; then
-  .venv/bin/selavi train "$catalog" --out "$run" --preset cpu-small
+  resume=()
+  [ -f "$run/checkpoint.pt" ] && resume=(--resume)  # an interrupted training continues
+  .venv/bin/selavi train "$catalog" --out "$run" --preset cpu-small "${resume[@]}"
 fi
 .venv/bin/selavi evaluate "$run" --no-anmi || true
-if .venv/bin/selavi app --help >/dev/null 2>&1; then
-  exec .venv/bin/selavi app "$run" "$@"
-fi
+echo "The Studio: open http://127.0.0.1:${SELAVI_PORT:-8501} (Ctrl-C stops it)"
+exec .venv/bin/selavi app "$run" --port "${SELAVI_PORT:-8501}" "$@"
