@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ffmpeg: decode benchmark baseline; espeak-ng: demo speech when ../shared/data is absent;
-# chromium + chromium-driver: the browser tests (never `playwright install`).
+# chromium + chromium-driver: the browser tests (Playwright drives Debian's chromium; it never downloads one).
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)

@@ -37,3 +37,15 @@ def studio_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from studio_fixtures import make_studio_run
 
     return make_studio_run(tmp_path_factory.mktemp("studio"))
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's spinning threads
+    made them up to 100x slower (0.06 s vs 2-7 s per step), so model unit tests run on one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

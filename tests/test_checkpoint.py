@@ -24,15 +24,7 @@ from selavi_core.config import CPU_SMALL, ModelSpec, Preset
 from selavi_core.errors import CheckpointError
 from selavi_core.models import SeLaViModel
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's spinning threads
-    make them up to 100x slower (measured: 0.06 s vs 2-7 s per step), so these tests run on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 N_TRAIN = 37  # rows of selflabels in the fake official file

@@ -28,15 +28,7 @@ from selavi_core.models import (
     to_channels_last,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's spinning threads
-    make them up to 100x slower (measured: 0.06 s vs 2-7 s per step), so these tests run on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FULL = (64, 128, 256, 512)
