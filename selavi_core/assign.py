@@ -14,13 +14,12 @@ import numpy as np
 import torch
 
 from .catalog import catalog_hash, load_catalog
-from .checkpoint import is_official, load_checkpoint, load_official
+from .checkpoint import load_model
 from .clipcache import ClipCache, build_cache
 from .config import PAPER, Preset
 from .data import BatchMaker
-from .errors import CheckpointError
 from .inference import extract_features, predictions
-from .models import bf16_supported, build_model, to_channels_last
+from .models import bf16_supported, to_channels_last
 from .run import RunMeta, file_hash, write_run
 
 
@@ -85,27 +84,15 @@ def write_assignments(
 
 
 def load_model_for_assignment(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, Preset, np.ndarray | None, str]:
-    """Our checkpoint (its preset travels with it) or an official SeLaVi file (the paper preset)."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    state = load_checkpoint(path)
-    if is_official(state):
-        model, info = load_official(state)
+    """Our checkpoint (its preset travels with it) or an official SeLaVi file (the paper preset's inputs)."""
+    model, info = load_model(checkpoint)  # weights_only, strict, CheckpointError listing unmatched keys
+    if info["format"] == "official":
         dist = info.get("dist")
-        priors = None
-        if dist is not None:
-            g = np.stack([np.asarray(d, dtype=np.float64).reshape(-1) for d in dist])
-            priors = g / g.sum(axis=1, keepdims=True)
+        priors = None if dist is None else (dist / dist.sum(dim=1, keepdim=True)).numpy()
         return model, PAPER, priors, "gauss (official)"
-    if "preset" not in state:
-        raise CheckpointError(f"{path} is neither a SeLaVi Studio nor an official SeLaVi checkpoint")
-    preset = Preset.from_dict(state["preset"])
-    model = build_model(preset, int(state["clusters"]))
-    model.load_state_dict(state["model"])
-    marginals = (state.get("extra") or {}).get("marginals")
-    priors = marginals.numpy() if marginals is not None else None
-    return model, preset, priors, str(preset.schedule.prior)
+    preset = info["preset"]
+    marginals = info["extra"].get("marginals")
+    return model, preset, None if marginals is None else marginals.numpy(), str(preset.schedule.prior)
 
 
 def assign(

@@ -42,7 +42,7 @@ from .errors import SelaviError
 from .inference import autocast_context, extract_features, head_log_posteriors, joint_log_posterior, to_device
 from .metrics import nmi
 from .models import bf16_supported, build_model, to_channels_last
-from .priors import parse_prior
+from .priors import column_mass, parse_prior
 from .progress import progress
 from .sinkhorn import sinkhorn_knopp, sinkhorn_knopp_distributed
 
@@ -285,11 +285,7 @@ class Trainer:
             for h in group:
                 lv, la = head_log_posteriors(self.model, fv, fa, int(h), self.ctx.device)
                 log_p = joint_log_posterior(lv, la)
-                mass = self._allreduce(
-                    np.exp(2.0 * log_p.astype(np.float64)).sum(0)
-                    if la is not None
-                    else np.exp(log_p.astype(np.float64)).sum(0)
-                )
+                mass = self._allreduce(column_mass(log_p, power=1.0 if la is None else 2.0))  # mass of p_v * p_a
                 marginal = self._broadcast_array(np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64))
                 st.marginals[h] = marginal
                 if self.ctx.distributed:
@@ -476,7 +472,8 @@ def train(
     trainer = Trainer(catalog_dir, out, preset, ctx=ctx, prior=prior, log=log)
     if resume:
         trainer.resume()
-    (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2)) if ctx.main else None
+    if ctx.main:
+        (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))
     t0 = time.time()
     trainer.fit(preset.optim.epochs)
     seconds = time.time() - t0

@@ -148,3 +148,24 @@ def test_cached_log_mel_windows_equal_log_mel_of_the_window(tiny_catalog: Path):
     # identical but for pre-emphasis at the window's first sample (it sees the previous sample in the cache)
     np.testing.assert_allclose(got[..., 1:].numpy(), want[..., 1:].numpy(), atol=2e-3)
     assert np.median(np.abs(got[..., 0].numpy() - want[..., 0].numpy())) < 0.5
+
+
+def test_assign_reads_an_official_layout_checkpoint(tiny_catalog: Path, tmp_path: Path):
+    """A state dict in the official SeLaVi layout (DDP `module.` keys, `dist`, `selflabels`) assigns with the
+    paper preset's inputs; the run records the official Gaussian draws as its priors."""
+    from selavi_core.config import ModelSpec
+    from selavi_core.models import SeLaViModel
+
+    spec = ModelSpec(video_widths=(8, 8, 16, 16), audio_widths=(8, 8, 16, 16), heads=2)
+    model = SeLaViModel(spec, 3)
+    dist = [torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64) for _ in range(2)]
+    state = {"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 5, "dist": dist,
+             "selflabels": torch.zeros(N_CLIPS, 2, dtype=torch.int64), "optimizer": {}}
+    ckpt = tmp_path / "selavi_official.pth"
+    torch.save(state, ckpt)
+    out = tmp_path / "official_run"
+    assert main(["assign", str(tiny_catalog), "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    run = Run(out)
+    assert run.meta.preset == "paper" and run.heads == 2 and run.clusters == 3 and run.n_clips == N_CLIPS
+    np.testing.assert_allclose(run.priors, np.tile([1 / 6, 2 / 6, 3 / 6], (2, 1)))
+    assert np.asarray(run.features("audio")).shape == (N_CLIPS, 16)
