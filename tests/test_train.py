@@ -31,7 +31,9 @@ TINY = CPU_SMALL.with_overrides(
     schedule={"n_opts": 4, "bn_warmup_batches": 2, "align_proposals": 300, "align_patience": 50},
 )
 assert isinstance(TINY.video, VideoSpec) and isinstance(TINY.cache, CacheSpec)
-assert isinstance(TINY.model, ModelSpec) and isinstance(TINY.optim, OptimSpec) and isinstance(TINY.schedule, ScheduleSpec)
+assert (
+    isinstance(TINY.model, ModelSpec) and isinstance(TINY.optim, OptimSpec) and isinstance(TINY.schedule, ScheduleSpec)
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,9 @@ def tiny_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = []
     for i in range(N_CLIPS):
         cls = i % 2
-        path = make_video(root / f"c{i:02d}.mp4", duration=2.0, fps=12, size=(48, 36), seed=cls * 100 + i,
-                          sample_rate=16_000)
+        path = make_video(
+            root / f"c{i:02d}.mp4", duration=2.0, fps=12, size=(48, 36), seed=cls * 100 + i, sample_rate=16_000
+        )
         rows.append({"path": path.name, "label": f"class{cls}"})
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     out = tmp_path_factory.mktemp("tiny_catalog")
@@ -116,8 +119,17 @@ def test_torchrun_two_processes_train_on_cpu(tiny_catalog: Path, tmp_path: Path)
     )
     run_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SELAVI_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tiny_catalog), str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tiny_catalog),
+        str(run_dir),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = Run(run_dir)
@@ -141,8 +153,12 @@ def test_cached_log_mel_windows_equal_log_mel_of_the_window(tiny_catalog: Path):
     starts = np.array([0, 1, 3, 7, 11, 20]) * hop / TINY.audio.sample_rate
     got = maker.audio(rows, starts, train=False, rng=np.random.default_rng(0))
     n = TINY.audio.n_samples
-    waves = np.stack([np.asarray(cache.audio[r, int(round(s * TINY.audio.sample_rate)):][:n], np.float32)
-                      for r, s in zip(rows, starts, strict=True)])
+    waves = np.stack(
+        [
+            np.asarray(cache.audio[r, int(round(s * TINY.audio.sample_rate)) :][:n], np.float32)
+            for r, s in zip(rows, starts, strict=True)
+        ]
+    )
     want = log_mel(torch.from_numpy(waves), TINY.audio, dtype=torch.float32)
     assert got.shape == want.shape == (6, 1, TINY.audio.n_mels, TINY.audio.n_frames)
     # identical but for pre-emphasis at the window's first sample (it sees the previous sample in the cache)
@@ -159,8 +175,13 @@ def test_assign_reads_an_official_layout_checkpoint(tiny_catalog: Path, tmp_path
     spec = ModelSpec(video_widths=(8, 8, 16, 16), audio_widths=(8, 8, 16, 16), heads=2)
     model = SeLaViModel(spec, 3)
     dist = [torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64) for _ in range(2)]
-    state = {"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 5, "dist": dist,
-             "selflabels": torch.zeros(N_CLIPS, 2, dtype=torch.int64), "optimizer": {}}
+    state = {
+        "model": {f"module.{k}": v for k, v in model.state_dict().items()},
+        "epoch": 5,
+        "dist": dist,
+        "selflabels": torch.zeros(N_CLIPS, 2, dtype=torch.int64),
+        "optimizer": {},
+    }
     ckpt = tmp_path / "selavi_official.pth"
     torch.save(state, ckpt)
     out = tmp_path / "official_run"
