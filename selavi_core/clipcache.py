@@ -210,8 +210,9 @@ def _write_log_mels(cache_dir: Path, n_samples: np.ndarray, preset: Preset, chun
     audio = np.load(cache_dir / "audio.npy", mmap_mode="r")
     spec = preset.audio
     f_max = frame_count(audio.shape[1], spec)
-    out = np.lib.format.open_memmap(cache_dir / "logmel.npy", mode="w+", dtype=np.float32,
-                                    shape=(len(audio), spec.n_mels, f_max))
+    out = np.lib.format.open_memmap(
+        cache_dir / "logmel.npy", mode="w+", dtype=np.float32, shape=(len(audio), spec.n_mels, f_max)
+    )
     starts = range(0, len(audio), chunk)
     for i in progress(starts, total=len(starts), desc="log-mel cache", unit="chunk"):
         wave = torch.from_numpy(np.asarray(audio[i : i + chunk], dtype=np.float32))

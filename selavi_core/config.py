@@ -52,6 +52,10 @@ class AudioSpec:
     high_hz: float | None = None  # None means Nyquist
     volume_jitter: float = 0.1  # training gain drawn from U(1 - j, 1 + j)
     spec_augment: bool = False  # training time and frequency masks on the log-mel
+    # Training warp of the log-mel (0 = none): time stretch by up to this fraction and a mel-axis
+    # stretch/shift of up to this fraction (vocal-tract-length-like), drawn per clip.
+    max_time_stretch: float = 0.0
+    max_freq_warp: float = 0.0
     exact: bool = True  # float64 log-mel, identical to python_speech_features (official checkpoints need it)
 
     @property
@@ -86,6 +90,10 @@ class VideoSpec:
     mean: float = VIDEO_MEAN
     std: float = VIDEO_STD
     colour_augment: bool = False  # per-clip channel shuffle / grey / inversion / contrast
+    # Extra geometric jitter of the training crop (0 = SeLaVi's crop and flip only): rotation in degrees
+    # and shear, drawn per clip. Small data sets need it: a clip's exact shape is a fingerprint to memorise.
+    max_rotate_deg: float = 0.0
+    max_shear: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class CacheSpec:
 class ModelSpec:
     video_widths: tuple[int, int, int, int] = (64, 128, 256, 512)
     audio_widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    video_layers: tuple[int, int, int, int] = (2, 2, 2, 2)  # BasicBlocks per stage; (2,2,2,2) is R(2+1)D-18
     heads: int = 10
     clusters: int | None = None  # None: the number of ground-truth classes, else 100
     dropout: float = 0.3
@@ -133,6 +142,9 @@ class ScheduleSpec:
     prior: str = "gauss"  # uniform | gauss | gauss-reciprocal | zipf:S | PATH
     gauss_sd: float = 0.1
     bn_warmup_batches: int = 20
+    # Temper p_v and p_a to the same mean confidence before their product goes to Sinkhorn (off in
+    # the paper): otherwise the sharper modality decides the labels alone (see inference.equalise_confidence).
+    equalise_confidence: bool = False
     align: bool = True
     align_proposals: int = 50_000
     align_patience: int = 1_000
@@ -148,6 +160,15 @@ class OptimSpec:
     warmup_epochs: int = 10  # linear warm-up from lr to lr * world_size
     batch_size: int = 16
     epochs: int = 200
+    # Learning-rate factor of the audio encoder and heads. SeLaVi's labels follow whichever modality becomes
+    # confident first: when one memorises its own clusters before the other learns anything, the product
+    # p_v p_a is that modality's alone and the shared (cross-modal) structure never forms. 1 = the paper.
+    audio_lr_scale: float = 1.0
+    # Adapt that factor after every labelling so both modalities predict the labels equally well
+    # (agree_video / agree_audio in train_log), within [min_audio_lr_scale, 1].
+    balance_modalities: bool = False
+    min_audio_lr_scale: float = 0.01
+    balance_gain: float = 0.5  # damping of that multiplicative update (1 = the full ratio at once)
     seed: int = 31
     workers: int = 0
 
@@ -204,14 +225,45 @@ PAPER = Preset(name="paper")
 
 CPU_SMALL = Preset(
     name="cpu-small",
-    video=VideoSpec(num_frames=4, seconds=1.0, crop=40, train_short_side=(42, 52), colour_augment=True),
-    audio=AudioSpec(sample_rate=16_000, n_mels=40, n_fft=512, spec_augment=True, exact=False),
+    # Two frames over the whole 2 s clip at 40 px and the log-mel of the whole clip: AV digits places a
+    # 0.3-0.8 s word anywhere in 2 s, so a 1 s audio window is silent about half the time.
+    # On 3,000 clips both networks memorise their own clusters within a few epochs; strong colour,
+    # geometric and spectrogram jitter keep a clip's exact look and sound from being a fingerprint.
+    video=VideoSpec(
+        num_frames=2,
+        seconds=2.0,
+        crop=40,
+        train_short_side=(42, 52),
+        colour_augment=True,
+        max_rotate_deg=15.0,
+        max_shear=0.15,
+    ),
+    audio=AudioSpec(
+        sample_rate=16_000,
+        seconds=2.0,
+        n_mels=40,
+        n_fft=512,
+        spec_augment=True,
+        max_time_stretch=0.15,
+        max_freq_warp=0.08,
+        exact=False,
+    ),
     cache=CacheSpec(fps=8.0, short_side=48, max_seconds=10.0),
-    # An eighth of the paper's widths: small enough that memorising random pseudo-labels is slower
-    # than learning what the two modalities share, and an epoch of 3,000 clips takes seconds.
-    model=ModelSpec(video_widths=(8, 16, 32, 64), audio_widths=(8, 16, 32, 64)),
-    schedule=ScheduleSpec(n_opts=40, bn_warmup_batches=5),
-    optim=OptimSpec(optimizer="adam", lr=1e-3, weight_decay=1e-5, warmup_epochs=0, batch_size=64, epochs=40),
+    # R(2+1)D with one block per stage (like the audio ResNet-9): per second of CPU it learns faster
+    # than the 18-layer trunk at a quarter of the width; ResNet-9 at a quarter of the width.
+    model=ModelSpec(video_widths=(24, 48, 96, 192), video_layers=(1, 1, 1, 1), audio_widths=(16, 32, 64, 128)),
+    # Relabel once an epoch; both modalities get the same say in each label (the word's sound is far
+    # easier to cluster at first, and would otherwise decide alone).
+    schedule=ScheduleSpec(n_opts=39, power=1.0, bn_warmup_batches=5, equalise_confidence=True),
+    optim=OptimSpec(
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=1e-5,
+        warmup_epochs=0,
+        batch_size=64,
+        epochs=38,
+        audio_lr_scale=0.25,
+    ),
     cpu_bf16=False,  # at these widths channels-last fp32 is as fast, and bf16 gradients overflowed
     eval_batch_size=128,
 )

@@ -43,7 +43,9 @@ class BatchMaker:
         x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B,T,3,S,S)
         b, t = x.shape[:2]
         if train:
-            x = random_resized_crops(x, v.crop, v.train_short_side, rng)
+            x = random_resized_crops(
+                x, v.crop, v.train_short_side, rng, max_rotate_deg=v.max_rotate_deg, max_shear=v.max_shear
+            )
             if v.colour_augment:
                 x = colour_augment(x, rng)
         else:
@@ -74,6 +76,8 @@ class BatchMaker:
             if gain is not None:
                 w = w * torch.from_numpy(gain).float().view(-1, 1)
             spec = log_mel(w, a, dtype=None if a.exact else torch.float32)
+        if train and (a.max_time_stretch or a.max_freq_warp):
+            spec = spectrogram_warp(spec, rng, a.max_time_stretch, a.max_freq_warp)
         if train and a.spec_augment:
             spec = spec_augment(spec, rng)
         return spec
@@ -93,13 +97,20 @@ class BatchMaker:
 
 
 def random_resized_crops(
-    x: torch.Tensor, crop: int, short_side: tuple[int, int], rng: np.random.Generator
+    x: torch.Tensor,
+    crop: int,
+    short_side: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    max_rotate_deg: float = 0.0,
+    max_shear: float = 0.0,
 ) -> torch.Tensor:
     """SeLaVi's spatial augmentation for a batch (B,T,3,S,S) in one ``grid_sample`` call.
 
     Equivalent to rescaling each clip's short side to a random size in ``short_side``, taking a random
     ``crop`` x ``crop`` window and flipping half the clips horizontally; one affine map per clip, the same
-    for all its frames. A per-clip resize loop costs more than the network here.
+    for all its frames. A per-clip resize loop costs more than the network here. Optional rotation and
+    shear are folded into the same map (samples that fall outside the frame repeat its border).
     """
     b, t, c, s, _ = x.shape
     lo, hi = short_side
@@ -108,9 +119,14 @@ def random_resized_crops(
     tx = (rng.random(b) * 2 - 1) * (1 - frac)
     ty = (rng.random(b) * 2 - 1) * (1 - frac)
     flip = np.where(rng.random(b) < 0.5, -1.0, 1.0)
+    angle = np.deg2rad(rng.uniform(-max_rotate_deg, max_rotate_deg, b)) if max_rotate_deg else np.zeros(b)
+    shear = rng.uniform(-max_shear, max_shear, b) if max_shear else np.zeros(b)
+    cos, sin = np.cos(angle), np.sin(angle)
+    # output -> input coordinates: scale . rotation . shear, then the flip of the x axis
     theta = np.zeros((b, 2, 3))
-    theta[:, 0, 0], theta[:, 0, 2] = frac * flip, tx
-    theta[:, 1, 1], theta[:, 1, 2] = frac, ty
+    theta[:, 0, 0], theta[:, 0, 1] = frac * cos * flip, frac * (cos * shear - sin)
+    theta[:, 1, 0], theta[:, 1, 1] = frac * sin * flip, frac * (sin * shear + cos)
+    theta[:, 0, 2], theta[:, 1, 2] = tx, ty
     theta = torch.from_numpy(theta).float().repeat_interleave(t, dim=0)
     grid = F.affine_grid(theta, [b * t, c, crop, crop], align_corners=False)
     out = F.grid_sample(x.reshape(b * t, c, s, s), grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -136,6 +152,26 @@ def colour_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     invert = torch.from_numpy(rng.random(b) < 0.5).view(b, 1, 1, 1, 1)
     x = torch.where(invert, 1.0 - x, x)
     return x.clamp_(0.0, 1.0)
+
+
+def spectrogram_warp(
+    spec: torch.Tensor, rng: np.random.Generator, max_time_stretch: float, max_freq_warp: float
+) -> torch.Tensor:
+    """Per-example time stretch and mel-axis stretch/shift of a log-mel batch (B,1,F,T), one ``grid_sample``.
+
+    A recording played back slightly faster or by a slightly different voice is the same word: the warp
+    keeps what a spoken class shares and blurs the exact spectro-temporal pattern of one recording.
+    Values beyond the edges repeat the edge (silence or the top band).
+    """
+    b = spec.shape[0]
+    stretch_t = 1.0 + rng.uniform(-max_time_stretch, max_time_stretch, b)
+    stretch_f = 1.0 + rng.uniform(-max_freq_warp, max_freq_warp, b)
+    shift_f = rng.uniform(-max_freq_warp, max_freq_warp, b)
+    theta = np.zeros((b, 2, 3))
+    theta[:, 0, 0] = 1.0 / stretch_t  # x = time
+    theta[:, 1, 1], theta[:, 1, 2] = 1.0 / stretch_f, shift_f  # y = mel band
+    grid = F.affine_grid(torch.from_numpy(theta).float(), list(spec.shape), align_corners=False)
+    return F.grid_sample(spec, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def spec_augment(

@@ -94,6 +94,32 @@ def head_log_posteriors(
     return lv, la
 
 
+def margin_sum(log_p: np.ndarray) -> float:
+    """Sum over rows of (max - mean) log-probability: how sharply a modality's posteriors pick a cluster."""
+    return float(np.sum(log_p.max(axis=1) - log_p.mean(axis=1), dtype=np.float64))
+
+
+def equalise_confidence(
+    lv: np.ndarray, la: np.ndarray, margin_v: float, margin_a: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Temper two modalities' log posteriors to the same mean margin (their average), renormalised.
+
+    In p_v p_a the sharper modality decides the labels alone; once it has settled on clusters of its
+    own the other cannot follow and nothing shared forms. Tempering p -> p^t (t = target / margin)
+    keeps each modality's ranking of clusters and gives both the same say. Margins are means over
+    all rows (all ranks), from :func:`margin_sum`.
+    """
+    target = 0.5 * (margin_v + margin_a)
+    out = []
+    for log_p, margin in ((lv, margin_v), (la, margin_a)):
+        t = target / max(margin, 1e-12)
+        z = log_p.astype(np.float64) * t
+        z -= z.max(axis=1, keepdims=True)
+        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+        out.append(z.astype(np.float32))
+    return out[0], out[1]
+
+
 def joint_log_posterior(lv: np.ndarray, la: np.ndarray | None) -> np.ndarray:
     """What Sinkhorn sees: the mean of the two log posteriors, so that P^lam = (p_v p_a)^(lam/2)."""
     return lv if la is None else 0.5 * (lv + la)

@@ -47,8 +47,13 @@ def _codes(y: Any, name: str) -> np.ndarray:
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
-        raise ValueError(f"{name} must hold integer codes")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        numeric = np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_
+        if not numeric or not np.all(np.mod(arr, 1) == 0):
+            raise ValueError(
+                f"{name} must hold integer codes, got dtype {arr.dtype}; map class names to codes first "
+                "(e.g. pandas.factorize)"
+            )
     return arr.astype(np.int64, copy=False)
 
 

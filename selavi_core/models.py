@@ -28,6 +28,7 @@ from .config import ModelSpec, Preset
 
 #: The paper's encoder widths; at these widths we use torchvision's models verbatim.
 FULL_WIDTHS = (64, 128, 256, 512)
+R2PLUS1D_18_LAYERS = (2, 2, 2, 2)  # BasicBlocks per stage of R(2+1)D-18
 #: Output width of the first (spatial) stem conv in torchvision's R(2+1)D stem, scaled with widths[0].
 R2PLUS1D_STEM_MID = 45
 FUSIONS = ("augment", "concat")
@@ -51,13 +52,13 @@ def init_encoder_weights(module: nn.Module) -> None:
 
 
 class NarrowR2Plus1D(nn.Module):
-    """torchvision's VideoResNet(BasicBlock, Conv2Plus1D, [2,2,2,2], R2Plus1dStem) at any widths, same names.
+    """torchvision's VideoResNet(BasicBlock, Conv2Plus1D, layers, R2Plus1dStem) at any widths, same names.
 
     torchvision hard-codes 64/128/256/512; at those widths this module has exactly ``r2plus1d_18``'s
     state_dict keys and shapes (a test checks it), so narrow and paper models share one code path.
     """
 
-    def __init__(self, widths: Sequence[int], layers: Sequence[int] = (2, 2, 2, 2)):
+    def __init__(self, widths: Sequence[int], layers: Sequence[int] = R2PLUS1D_18_LAYERS):
         super().__init__()
         w0, mid = widths[0], stem_mid_width(widths[0])
         self.stem = nn.Sequential(
@@ -127,14 +128,14 @@ class NarrowResNet9(nn.Module):
 class VideoEncoder(nn.Module):
     """R(2+1)D-18 trunk: (B, 3, T, H, W) -> (B, widths[-1]); torchvision's ``r2plus1d_18`` at paper widths."""
 
-    def __init__(self, widths: Sequence[int] = FULL_WIDTHS):
+    def __init__(self, widths: Sequence[int] = FULL_WIDTHS, layers: Sequence[int] = R2PLUS1D_18_LAYERS):
         super().__init__()
-        self.widths = tuple(widths)
-        if self.widths == FULL_WIDTHS:
+        self.widths, self.layers = tuple(widths), tuple(layers)
+        if self.widths == FULL_WIDTHS and self.layers == R2PLUS1D_18_LAYERS:
             self.base = r2plus1d_18(weights=None)
             self.base.fc = nn.Identity()
         else:
-            self.base = NarrowR2Plus1D(self.widths)
+            self.base = NarrowR2Plus1D(self.widths, self.layers)
         init_encoder_weights(self.base)
 
     @property
@@ -226,7 +227,7 @@ class SeLaViModel(nn.Module):
             raise ValueError(f"need at least one head and one cluster, got heads={spec.heads}, clusters={clusters}")
         self.spec = spec
         self._clusters = int(clusters)
-        self.video_network = VideoEncoder(spec.video_widths)
+        self.video_network = VideoEncoder(spec.video_widths, spec.video_layers)
         self.audio_network = AudioEncoder(spec.audio_widths)
         dv, da = spec.video_dim, spec.audio_dim
         for h in range(spec.heads):

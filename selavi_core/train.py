@@ -39,7 +39,15 @@ from .clipcache import build_cache
 from .config import Preset
 from .data import BatchMaker
 from .errors import SelaviError
-from .inference import autocast_context, extract_features, head_log_posteriors, joint_log_posterior, to_device
+from .inference import (
+    autocast_context,
+    equalise_confidence,
+    extract_features,
+    head_log_posteriors,
+    joint_log_posterior,
+    margin_sum,
+    to_device,
+)
 from .metrics import nmi
 from .models import bf16_supported, build_model, to_channels_last
 from .priors import column_mass, parse_prior
@@ -108,6 +116,7 @@ class TrainState:
     marginals: np.ndarray | None = None  # (H, K) marginals used at the last labelling
     aligned: bool = False
     n_labellings: int = 0
+    audio_lr_scale: float = 1.0  # current factor of the audio side's learning rate (see Trainer._balance)
     history: list[dict] = field(default_factory=list)
 
 
@@ -161,25 +170,42 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
             )
+        self.state = TrainState(audio_lr_scale=preset.optim.audio_lr_scale)
+        self._lr = preset.optim.lr
         self.optimizer = self._optimizer()
-        self.state = TrainState()
 
     # -- set-up ------------------------------------------------------------------------------------------
+    def _param_groups(self) -> list[dict]:
+        """Audio encoder and heads in their own group, so their learning rate can be scaled."""
+        audio, other = [], []
+        for name, param in self.model.named_parameters():
+            (audio if name.startswith(("audio_network.", "mlp_a")) else other).append(param)
+        groups = ({"params": other, "scale": 1.0}, {"params": audio, "scale": self.state.audio_lr_scale, "audio": True})
+        return [g for g in groups if g["params"]]
+
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.preset.optim
+        if o.audio_lr_scale <= 0:
+            raise SelaviError(f"audio_lr_scale must be positive, got {o.audio_lr_scale}")
+        groups = self._param_groups()
+        for g in groups:
+            g["lr"] = o.lr * g["scale"]
         if o.optimizer == "adam":
-            return torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+            return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
         if o.optimizer == "sgd":
-            return torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+            return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         raise SelaviError(f"unknown optimizer {o.optimizer!r} (sgd or adam)")
 
     def _set_lr(self, epoch: int) -> None:
         """Official recipe: linear warm-up per epoch from lr to lr x world size, then constant."""
         o = self.preset.optim
         target = o.lr * self.ctx.world
-        lr = target if o.warmup_epochs <= 0 else o.lr + (target - o.lr) * min(1.0, epoch / o.warmup_epochs)
+        self._lr = target if o.warmup_epochs <= 0 else o.lr + (target - o.lr) * min(1.0, epoch / o.warmup_epochs)
+        self._apply_lr()
+
+    def _apply_lr(self) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self._lr * group.get("scale", 1.0)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -267,7 +293,7 @@ class Trainer:
         order = self.shared_rng.permutation(heads)
         groups = [order[g :: s.groups] for g in range(min(s.groups, heads))]
         labels = np.zeros((n_total, heads), np.int64)
-        stats = []
+        stats, agree = [], np.zeros(2, np.int64)
         for g, group in enumerate(groups):
             fv, fa = extract_features(
                 self.model,
@@ -284,7 +310,12 @@ class Trainer:
                 self._align(fv, fa)
             for h in group:
                 lv, la = head_log_posteriors(self.model, fv, fa, int(h), self.ctx.device)
-                log_p = joint_log_posterior(lv, la)
+                if s.equalise_confidence and la is not None:
+                    margins = self._allreduce(np.array([margin_sum(lv), margin_sum(la)])) / n_total
+                    lv_t, la_t = equalise_confidence(lv, la, *margins)
+                    log_p = joint_log_posterior(lv_t, la_t)
+                else:
+                    log_p = joint_log_posterior(lv, la)
                 mass = self._allreduce(column_mass(log_p, power=1.0 if la is None else 2.0))  # mass of p_v * p_a
                 marginal = self._broadcast_array(np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64))
                 st.marginals[h] = marginal
@@ -294,6 +325,8 @@ class Trainer:
                     res = sinkhorn_knopp(log_p, marginal, lam=sk.lam, tol=sk.tol, max_iter=sk.max_iter)
                 labels[block, h] = res.labels
                 stats.append(int(res.n_iter))
+                if la is not None:  # does each modality predict the labels? (one dominating is a trap)
+                    agree += [np.sum(lv.argmax(1) == res.labels), np.sum(la.argmax(1) == res.labels)]
         st.aligned = True
         labels = self._allreduce(labels)
         previous = st.labels
@@ -307,6 +340,11 @@ class Trainer:
             "sk_iters_mean": float(np.mean(stats)),
             "clusters_used_head0": int(len(np.unique(labels[:, 0]))),
         }
+        if self.model.fusion == "augment":
+            agreement = self._allreduce(agree) / (n_total * heads)
+            record["agree_video"], record["agree_audio"] = (round(float(x), 4) for x in agreement)
+            self._balance(*agreement)
+            record["audio_lr_scale"] = round(self.state.audio_lr_scale, 5)
         if previous is not None:
             record["stability_nmi"] = round(float(nmi(previous[:, 0], labels[:, 0])), 4)
         if self.gt is not None:
@@ -315,6 +353,24 @@ class Trainer:
             record["nmi_gt_best"] = round(max(float(nmi(self.gt[known], labels[known, h])) for h in range(heads)), 4)
         st.history.append(record)
         self.log("labelling " + json.dumps(record))
+
+    def _balance(self, agree_video: float, agree_audio: float) -> None:
+        """Keep the two modalities equally able to predict the labels by scaling the audio learning rate.
+
+        The labels come from p_v p_a: a modality that gets confident first decides them alone, memorises
+        its own clusters and the other never catches up (the joint labels then carry nothing the two
+        share). After each labelling the audio side's rate is multiplied by
+        (agree_video / agree_audio) ** balance_gain, within [min_audio_lr_scale, 1].
+        """
+        o, st = self.preset.optim, self.state
+        if not o.balance_modalities or st.n_labellings <= 1:  # the first labelling comes from random networks
+            return
+        ratio = (agree_video / max(agree_audio, 1e-6)) ** o.balance_gain
+        st.audio_lr_scale = float(np.clip(st.audio_lr_scale * ratio, o.min_audio_lr_scale, 1.0))
+        for group in self.optimizer.param_groups:
+            if group.get("audio"):
+                group["scale"] = st.audio_lr_scale
+        self._apply_lr()
 
     # -- training ----------------------------------------------------------------------------------------
     def _loss(self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -402,6 +458,7 @@ class Trainer:
             "iteration": st.iteration,
             "aligned": st.aligned,
             "n_labellings": st.n_labellings,
+            "audio_lr_scale": st.audio_lr_scale,
             "labels": torch.from_numpy(st.labels) if st.labels is not None else None,
             "prior_bases": torch.from_numpy(st.prior_bases) if st.prior_bases is not None else None,
             "marginals": torch.from_numpy(st.marginals) if st.marginals is not None else None,
@@ -435,6 +492,10 @@ class Trainer:
         st = self.state
         st.epoch, st.iteration = int(ckpt["epoch"]), int(extra["iteration"])
         st.aligned, st.n_labellings = bool(extra["aligned"]), int(extra["n_labellings"])
+        st.audio_lr_scale = float(extra.get("audio_lr_scale", self.preset.optim.audio_lr_scale))
+        for group in self.optimizer.param_groups:
+            if group.get("audio"):
+                group["scale"] = st.audio_lr_scale
         for name in ("labels", "prior_bases", "marginals"):
             value = extra.get(name)
             setattr(st, name, value.numpy() if value is not None else None)

@@ -166,3 +166,11 @@ def test_adjusted_flag_skips_anmi() -> None:
 def test_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError):
         m.nmi([0, 1, 2], [0, 1])
+
+
+def test_class_names_are_refused_with_a_clear_message() -> None:
+    """Metrics take integer codes; strings (a common slip) get a ValueError naming the fix."""
+    with pytest.raises(ValueError, match="integer codes.*factorize"):
+        m.nmi(np.array(["3", "7", "3"]), [0, 1, 0])
+    with pytest.raises(ValueError, match="integer codes"):
+        m.nmi([0.0, 1.5, 1.0], [0, 1, 0])

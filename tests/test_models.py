@@ -84,6 +84,19 @@ def test_narrow_video_builder_at_paper_widths_is_r2plus1d_18():
 
 
 @torch.inference_mode()
+def test_video_encoder_with_one_block_per_stage():
+    """The cpu-small trunk: R(2+1)D-18's blocks, stem and names with one BasicBlock per stage."""
+    deep, shallow = VideoEncoder((8, 16, 32, 64)), VideoEncoder((8, 16, 32, 64), layers=(1, 1, 1, 1))
+    assert [len(getattr(shallow.base, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    shallow_keys = set(shapes(shallow))
+    assert shallow_keys < set(shapes(deep))  # a subset: the second block of each stage is gone
+    assert not any(".1.conv" in k for k in shallow_keys)
+    video, _ = tiny_inputs()
+    assert shallow.eval()(video).shape == (2, 64)
+    assert isinstance(VideoEncoder(FULL, layers=(1, 1, 1, 1)).base, NarrowR2Plus1D)  # not r2plus1d_18 any more
+
+
+@torch.inference_mode()
 def test_narrow_audio_builder_at_paper_widths_is_torchvision_resnet9():
     tv = torchvision_resnet9()
     narrow = NarrowResNet9(FULL)

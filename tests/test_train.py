@@ -17,8 +17,9 @@ from media_factory import make_video
 from selavi_core.checkpoint import load_checkpoint
 from selavi_core.cli import main
 from selavi_core.config import CPU_SMALL, CacheSpec, ModelSpec, OptimSpec, ScheduleSpec, VideoSpec
+from selavi_core.inference import to_device
 from selavi_core.run import Run
-from selavi_core.train import schedule_points, train
+from selavi_core.train import Context, Trainer, schedule_points, train
 
 N_CLIPS = 24
 
@@ -77,6 +78,9 @@ def test_train_writes_a_complete_run_and_resumes(tiny_catalog: Path, tmp_path: P
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in log)
+    for r in log:  # how well each modality predicted the labels it helped make (a dominating modality is a trap)
+        last = r["labelling_log"][0]
+        assert 0.0 <= last["agree_video"] <= 1.0 and 0.0 <= last["agree_audio"] <= 1.0
 
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     assert ckpt["epoch"] == 2
@@ -145,22 +149,23 @@ def test_cached_log_mel_windows_equal_log_mel_of_the_window(tiny_catalog: Path):
     from selavi_core.clipcache import build_cache
     from selavi_core.data import BatchMaker
 
-    cache = build_cache(load_catalog(tiny_catalog), tiny_catalog, catalog_hash(tiny_catalog), TINY)
+    preset = TINY.with_overrides(audio={"seconds": 1.0})  # 1 s windows out of the 2 s clips
+    cache = build_cache(load_catalog(tiny_catalog), tiny_catalog, catalog_hash(tiny_catalog), preset)
     assert cache.log_mels is not None
-    maker = BatchMaker(cache, TINY)
+    maker = BatchMaker(cache, preset)
     rows = np.arange(6)
-    hop = TINY.audio.hop_length
-    starts = np.array([0, 1, 3, 7, 11, 20]) * hop / TINY.audio.sample_rate
+    hop = preset.audio.hop_length
+    starts = np.array([0, 1, 3, 7, 11, 20]) * hop / preset.audio.sample_rate
     got = maker.audio(rows, starts, train=False, rng=np.random.default_rng(0))
-    n = TINY.audio.n_samples
+    n = preset.audio.n_samples
     waves = np.stack(
         [
-            np.asarray(cache.audio[r, int(round(s * TINY.audio.sample_rate)) :][:n], np.float32)
+            np.asarray(cache.audio[r, int(round(s * preset.audio.sample_rate)) :][:n], np.float32)
             for r, s in zip(rows, starts, strict=True)
         ]
     )
-    want = log_mel(torch.from_numpy(waves), TINY.audio, dtype=torch.float32)
-    assert got.shape == want.shape == (6, 1, TINY.audio.n_mels, TINY.audio.n_frames)
+    want = log_mel(torch.from_numpy(waves), preset.audio, dtype=torch.float32)
+    assert got.shape == want.shape == (6, 1, preset.audio.n_mels, preset.audio.n_frames)
     # identical but for pre-emphasis at the window's first sample (it sees the previous sample in the cache)
     np.testing.assert_allclose(got[..., 1:].numpy(), want[..., 1:].numpy(), atol=2e-3)
     assert np.median(np.abs(got[..., 0].numpy() - want[..., 0].numpy())) < 0.5
@@ -190,3 +195,57 @@ def test_assign_reads_an_official_layout_checkpoint(tiny_catalog: Path, tmp_path
     assert run.meta.preset == "paper" and run.heads == 2 and run.clusters == 3 and run.n_clips == N_CLIPS
     np.testing.assert_allclose(run.priors, np.tile([1 / 6, 2 / 6, 3 / 6], (2, 1)))
     assert np.asarray(run.features("audio")).shape == (N_CLIPS, 16)
+
+
+def test_audio_lr_scale_slows_only_the_audio_side(tiny_catalog: Path, tmp_path: Path):
+    """Adam's first step moves every parameter by about lr; the audio encoder and heads by lr x scale."""
+    scale, lr = 0.05, TINY.optim.lr
+    trainer = Trainer(
+        tiny_catalog,
+        tmp_path,
+        TINY.with_overrides(optim={"audio_lr_scale": scale}),
+        ctx=Context(torch.device("cpu")),
+        log=lambda *a: None,
+    )
+    groups = trainer.optimizer.param_groups
+    assert sorted(g["lr"] for g in groups) == pytest.approx([lr * scale, lr])
+    assert sum(len(g["params"]) for g in groups) == len(list(trainer.model.parameters()))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    rows = np.arange(TINY.optim.batch_size)
+    video, audio = trainer.maker.batch(trainer.rows[rows], train=True, rng=np.random.default_rng(0))
+    y = torch.from_numpy(np.random.default_rng(1).integers(0, 2, (len(rows), trainer.model.heads)))
+    trainer.net.train()
+    loss = trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y)
+    trainer.optimizer.zero_grad()
+    loss.backward()
+    trainer.optimizer.step()
+    step = {n: float((p.detach() - before[n]).abs().max()) for n, p in trainer.model.named_parameters()}
+    is_audio = [n.startswith(("audio_network.", "mlp_a")) for n in step]
+    audio_step = max(v for v, a in zip(step.values(), is_audio, strict=True) if a)
+    video_step = max(v for v, a in zip(step.values(), is_audio, strict=True) if not a)
+    assert audio_step <= lr * scale * 1.05
+    assert video_step >= lr * 0.5
+
+
+def test_balancing_moves_the_audio_rate_towards_equal_agreement(tiny_catalog: Path, tmp_path: Path):
+    preset = TINY.with_overrides(optim={"audio_lr_scale": 0.1, "balance_modalities": True, "min_audio_lr_scale": 0.02})
+    trainer = Trainer(tiny_catalog, tmp_path, preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
+    lr = preset.optim.lr
+
+    def audio_lr() -> float:
+        return next(g["lr"] for g in trainer.optimizer.param_groups if g.get("audio"))
+
+    trainer.state.n_labellings = 1
+    trainer._balance(0.9, 0.1)  # the first labelling comes from random networks: no change
+    assert trainer.state.audio_lr_scale == pytest.approx(0.1) and audio_lr() == pytest.approx(0.1 * lr)
+    trainer.state.n_labellings = 2
+    trainer._balance(0.6, 0.3)  # video ahead: audio speeds up by sqrt(2)
+    assert trainer.state.audio_lr_scale == pytest.approx(0.1 * 2**0.5)
+    assert audio_lr() == pytest.approx(lr * 0.1 * 2**0.5)
+    trainer._balance(0.1, 0.9)  # audio far ahead: slows down, but not below the floor
+    assert trainer.state.audio_lr_scale == pytest.approx(max(0.02, 0.1 * 2**0.5 / 3))
+    for _ in range(5):
+        trainer._balance(0.05, 0.95)
+    assert trainer.state.audio_lr_scale == pytest.approx(0.02)
+    other = next(g["lr"] for g in trainer.optimizer.param_groups if not g.get("audio"))
+    assert other == pytest.approx(lr)  # the video side is never touched
