@@ -164,11 +164,6 @@ class OptimSpec:
     # confident first: when one memorises its own clusters before the other learns anything, the product
     # p_v p_a is that modality's alone and the shared (cross-modal) structure never forms. 1 = the paper.
     audio_lr_scale: float = 1.0
-    # Adapt that factor after every labelling so both modalities predict the labels equally well
-    # (agree_video / agree_audio in train_log), within [min_audio_lr_scale, 1].
-    balance_modalities: bool = False
-    min_audio_lr_scale: float = 0.01
-    balance_gain: float = 0.5  # damping of that multiplicative update (1 = the full ratio at once)
     seed: int = 31
     workers: int = 0
 

@@ -125,7 +125,21 @@ class NarrowResNet9(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-class VideoEncoder(nn.Module):
+class _Trunk(nn.Module):
+    """An encoder trunk (``base``) whose pooled feature has ``widths[-1]`` channels."""
+
+    widths: tuple[int, ...]
+    base: nn.Module
+
+    @property
+    def out_dim(self) -> int:
+        return self.widths[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x)
+
+
+class VideoEncoder(_Trunk):
     """R(2+1)D-18 trunk: (B, 3, T, H, W) -> (B, widths[-1]); torchvision's ``r2plus1d_18`` at paper widths."""
 
     def __init__(self, widths: Sequence[int] = FULL_WIDTHS, layers: Sequence[int] = R2PLUS1D_18_LAYERS):
@@ -138,15 +152,8 @@ class VideoEncoder(nn.Module):
             self.base = NarrowR2Plus1D(self.widths, self.layers)
         init_encoder_weights(self.base)
 
-    @property
-    def out_dim(self) -> int:
-        return self.widths[-1]
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.base(x)
-
-
-class AudioEncoder(nn.Module):
+class AudioEncoder(_Trunk):
     """SeLaVi's "ResNet-9" on log-mel spectrograms: (B, 1, F, T) -> (B, widths[-1]).
 
     All convs (including the replaced 1-channel stem) get the Kaiming fan_out init; the stem is followed by
@@ -163,13 +170,6 @@ class AudioEncoder(nn.Module):
         else:
             self.base = NarrowResNet9(self.widths)
         init_encoder_weights(self.base)
-
-    @property
-    def out_dim(self) -> int:
-        return self.widths[-1]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.base(x)
 
 
 class _ToChannels1d(nn.Module):

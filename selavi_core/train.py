@@ -116,7 +116,6 @@ class TrainState:
     marginals: np.ndarray | None = None  # (H, K) marginals used at the last labelling
     aligned: bool = False
     n_labellings: int = 0
-    audio_lr_scale: float = 1.0  # current factor of the audio side's learning rate (see Trainer._balance)
     history: list[dict] = field(default_factory=list)
 
 
@@ -170,8 +169,7 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
             )
-        self.state = TrainState(audio_lr_scale=preset.optim.audio_lr_scale)
-        self._lr = preset.optim.lr
+        self.state = TrainState()
         self.optimizer = self._optimizer()
 
     # -- set-up ------------------------------------------------------------------------------------------
@@ -180,7 +178,7 @@ class Trainer:
         audio, other = [], []
         for name, param in self.model.named_parameters():
             (audio if name.startswith(("audio_network.", "mlp_a")) else other).append(param)
-        groups = ({"params": other, "scale": 1.0}, {"params": audio, "scale": self.state.audio_lr_scale, "audio": True})
+        groups = ({"params": other, "scale": 1.0}, {"params": audio, "scale": self.preset.optim.audio_lr_scale})
         return [g for g in groups if g["params"]]
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -200,12 +198,9 @@ class Trainer:
         """Official recipe: linear warm-up per epoch from lr to lr x world size, then constant."""
         o = self.preset.optim
         target = o.lr * self.ctx.world
-        self._lr = target if o.warmup_epochs <= 0 else o.lr + (target - o.lr) * min(1.0, epoch / o.warmup_epochs)
-        self._apply_lr()
-
-    def _apply_lr(self) -> None:
+        lr = target if o.warmup_epochs <= 0 else o.lr + (target - o.lr) * min(1.0, epoch / o.warmup_epochs)
         for group in self.optimizer.param_groups:
-            group["lr"] = self._lr * group.get("scale", 1.0)
+            group["lr"] = lr * group["scale"]
 
     @property
     def batches_per_epoch(self) -> int:
@@ -343,8 +338,6 @@ class Trainer:
         if self.model.fusion == "augment":
             agreement = self._allreduce(agree) / (n_total * heads)
             record["agree_video"], record["agree_audio"] = (round(float(x), 4) for x in agreement)
-            self._balance(*agreement)
-            record["audio_lr_scale"] = round(self.state.audio_lr_scale, 5)
         if previous is not None:
             record["stability_nmi"] = round(float(nmi(previous[:, 0], labels[:, 0])), 4)
         if self.gt is not None:
@@ -353,24 +346,6 @@ class Trainer:
             record["nmi_gt_best"] = round(max(float(nmi(self.gt[known], labels[known, h])) for h in range(heads)), 4)
         st.history.append(record)
         self.log("labelling " + json.dumps(record))
-
-    def _balance(self, agree_video: float, agree_audio: float) -> None:
-        """Keep the two modalities equally able to predict the labels by scaling the audio learning rate.
-
-        The labels come from p_v p_a: a modality that gets confident first decides them alone, memorises
-        its own clusters and the other never catches up (the joint labels then carry nothing the two
-        share). After each labelling the audio side's rate is multiplied by
-        (agree_video / agree_audio) ** balance_gain, within [min_audio_lr_scale, 1].
-        """
-        o, st = self.preset.optim, self.state
-        if not o.balance_modalities or st.n_labellings <= 1:  # the first labelling comes from random networks
-            return
-        ratio = (agree_video / max(agree_audio, 1e-6)) ** o.balance_gain
-        st.audio_lr_scale = float(np.clip(st.audio_lr_scale * ratio, o.min_audio_lr_scale, 1.0))
-        for group in self.optimizer.param_groups:
-            if group.get("audio"):
-                group["scale"] = st.audio_lr_scale
-        self._apply_lr()
 
     # -- training ----------------------------------------------------------------------------------------
     def _loss(self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -458,7 +433,6 @@ class Trainer:
             "iteration": st.iteration,
             "aligned": st.aligned,
             "n_labellings": st.n_labellings,
-            "audio_lr_scale": st.audio_lr_scale,
             "labels": torch.from_numpy(st.labels) if st.labels is not None else None,
             "prior_bases": torch.from_numpy(st.prior_bases) if st.prior_bases is not None else None,
             "marginals": torch.from_numpy(st.marginals) if st.marginals is not None else None,
@@ -492,10 +466,6 @@ class Trainer:
         st = self.state
         st.epoch, st.iteration = int(ckpt["epoch"]), int(extra["iteration"])
         st.aligned, st.n_labellings = bool(extra["aligned"]), int(extra["n_labellings"])
-        st.audio_lr_scale = float(extra.get("audio_lr_scale", self.preset.optim.audio_lr_scale))
-        for group in self.optimizer.param_groups:
-            if group.get("audio"):
-                group["scale"] = st.audio_lr_scale
         for name in ("labels", "prior_bases", "marginals"):
             value = extra.get(name)
             setattr(st, name, value.numpy() if value is not None else None)

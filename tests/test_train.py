@@ -225,27 +225,3 @@ def test_audio_lr_scale_slows_only_the_audio_side(tiny_catalog: Path, tmp_path: 
     video_step = max(v for v, a in zip(step.values(), is_audio, strict=True) if not a)
     assert audio_step <= lr * scale * 1.05
     assert video_step >= lr * 0.5
-
-
-def test_balancing_moves_the_audio_rate_towards_equal_agreement(tiny_catalog: Path, tmp_path: Path):
-    preset = TINY.with_overrides(optim={"audio_lr_scale": 0.1, "balance_modalities": True, "min_audio_lr_scale": 0.02})
-    trainer = Trainer(tiny_catalog, tmp_path, preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
-    lr = preset.optim.lr
-
-    def audio_lr() -> float:
-        return next(g["lr"] for g in trainer.optimizer.param_groups if g.get("audio"))
-
-    trainer.state.n_labellings = 1
-    trainer._balance(0.9, 0.1)  # the first labelling comes from random networks: no change
-    assert trainer.state.audio_lr_scale == pytest.approx(0.1) and audio_lr() == pytest.approx(0.1 * lr)
-    trainer.state.n_labellings = 2
-    trainer._balance(0.6, 0.3)  # video ahead: audio speeds up by sqrt(2)
-    assert trainer.state.audio_lr_scale == pytest.approx(0.1 * 2**0.5)
-    assert audio_lr() == pytest.approx(lr * 0.1 * 2**0.5)
-    trainer._balance(0.1, 0.9)  # audio far ahead: slows down, but not below the floor
-    assert trainer.state.audio_lr_scale == pytest.approx(max(0.02, 0.1 * 2**0.5 / 3))
-    for _ in range(5):
-        trainer._balance(0.05, 0.95)
-    assert trainer.state.audio_lr_scale == pytest.approx(0.02)
-    other = next(g["lr"] for g in trainer.optimizer.param_groups if not g.get("audio"))
-    assert other == pytest.approx(lr)  # the video side is never touched
