@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -39,11 +40,14 @@ from .config import CacheSpec, Preset, default_workers
 from .errors import MediaError
 from .progress import progress
 
+#: The AudioSpec fields that change the cached whole-clip log-mel (training augmentations do not).
+LOG_MEL_FIELDS = ("sample_rate", "n_mels", "n_fft", "win_s", "hop_s", "preemph", "low_hz", "high_hz", "exact")
+
 
 def cache_key(preset: Preset, catalog_hash: str) -> str:
     spec = {"cache": preset.cache.__dict__, "sample_rate": preset.audio.sample_rate, "catalog": catalog_hash}
     if not preset.audio.exact:
-        spec["logmel"] = {k: v for k, v in preset.audio.__dict__.items() if k not in ("volume_jitter", "spec_augment")}
+        spec["logmel"] = {k: getattr(preset.audio, k) for k in LOG_MEL_FIELDS}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return f"{preset.name}-{digest}"
 
@@ -143,9 +147,9 @@ def build_cache(
     t_max = max(1, int(round(float(durations.max()) * spec.fps)))
     s_max = max(1, int(math.ceil(float(durations.max()) * sr)))
     n, s = len(rows), spec.short_side
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # A private build folder: two processes (say, two training runs) may build the same cache at once.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".partial-", dir=out.parent))
     frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=(n, t_max, s, s, 3))
     audio = np.lib.format.open_memmap(tmp / "audio.npy", mode="w+", dtype=np.float16, shape=(n, s_max))
     n_frames = np.zeros(n, np.int32)
@@ -190,8 +194,7 @@ def build_cache(
         "preset": preset.name,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    _publish(tmp, out)
     if not ok.all():
         reasons = pd.Series([e for e in errors if e]).value_counts()
         log(
@@ -199,6 +202,20 @@ def build_cache(
             + "; ".join(f"{r} ({c})" for r, c in reasons.head(3).items())
         )
     return ClipCache(out)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished build into place; when another process got there first, keep its cache."""
+    if (out / "meta.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished cache left by a killed build
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if not (out / "meta.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_log_mels(cache_dir: Path, n_samples: np.ndarray, preset: Preset, chunk: int = 256) -> None:

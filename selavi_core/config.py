@@ -56,6 +56,14 @@ class AudioSpec:
     # stretch/shift of up to this fraction (vocal-tract-length-like), drawn per clip.
     max_time_stretch: float = 0.0
     max_freq_warp: float = 0.0
+    # Training roll of the log-mel by a random number of frames (circular). When a window holds a whole
+    # sound in silence, where the sound starts is a per-clip fingerprint that only this modality sees.
+    time_roll: bool = False
+    # Training jitter of the recording channel: a random spectral tilt/bow of up to this many log units
+    # across the bands, and a noise gate raised by up to ``max_floor_raise`` above the clip's floor. A
+    # speaker's microphone and room are otherwise a fingerprint the other modality cannot predict.
+    max_tilt: float = 0.0
+    max_floor_raise: float = 0.0
     exact: bool = True  # float64 log-mel, identical to python_speech_features (official checkpoints need it)
 
     @property

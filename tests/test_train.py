@@ -225,3 +225,39 @@ def test_audio_lr_scale_slows_only_the_audio_side(tiny_catalog: Path, tmp_path: 
     video_step = max(v for v, a in zip(step.values(), is_audio, strict=True) if not a)
     assert audio_step <= lr * scale * 1.05
     assert video_step >= lr * 0.5
+
+
+def test_training_augmentations_share_one_cache(tiny_catalog: Path):
+    """Augmentation settings do not change the decoded arrays, so they must not force a rebuild."""
+    from selavi_core.catalog import catalog_hash
+    from selavi_core.clipcache import cache_key
+
+    h = catalog_hash(tiny_catalog)
+    augmented = TINY.with_overrides(audio={"time_roll": True, "max_time_stretch": 0.3, "spec_augment": False})
+    assert cache_key(augmented, h) == cache_key(TINY, h)
+    assert cache_key(TINY.with_overrides(audio={"n_mels": 32}), h) != cache_key(TINY, h)
+
+
+def test_two_processes_build_the_same_cache_at_once(tiny_catalog: Path, tmp_path: Path):
+    """Two training runs started together on a new catalog both get a complete cache, not a torn one."""
+    import shutil
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(tiny_catalog, catalog, ignore=shutil.ignore_patterns("cache"))
+    script = (
+        "import sys; from selavi_core.catalog import catalog_hash, load_catalog; "
+        "from selavi_core.clipcache import build_cache; from selavi_core.config import CPU_SMALL; "
+        "p = CPU_SMALL.with_overrides(cache={'fps': 4.0, 'short_side': 28}); c = sys.argv[1]; "
+        "cache = build_cache(load_catalog(c), c, catalog_hash(c), p, workers=1); "
+        "print(len(cache.ok_rows), float(abs(cache.log_mels[0]).sum()))"
+    )
+    env = {**os.environ, "SELAVI_NO_PROGRESS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(catalog)], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] and int(outs[0][0]) == N_CLIPS
+    leftovers = [d.name for d in (catalog / "cache").iterdir()]
+    assert len(leftovers) == 1 and "partial" not in leftovers[0]
