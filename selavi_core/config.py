@@ -153,6 +153,10 @@ class ScheduleSpec:
     # Temper p_v and p_a to the same mean confidence before their product goes to Sinkhorn (off in
     # the paper): otherwise the sharper modality decides the labels alone (see inference.equalise_confidence).
     equalise_confidence: bool = False
+    # Share of the audio in the labels: Sinkhorn sees (1 - w) log p_v + w log p_a (0.5 = SeLaVi's p_v p_a).
+    # Below 0.5 a factor that only the sound carries (who speaks) enters the labels less, while the
+    # audio still learns from every label. Clusters are always read from p_v p_a.
+    audio_weight: float = 0.5
     align: bool = True
     align_proposals: int = 50_000
     align_patience: int = 1_000

@@ -120,9 +120,16 @@ def equalise_confidence(
     return out[0], out[1]
 
 
-def joint_log_posterior(lv: np.ndarray, la: np.ndarray | None) -> np.ndarray:
-    """What Sinkhorn sees: the mean of the two log posteriors, so that P^lam = (p_v p_a)^(lam/2)."""
-    return lv if la is None else 0.5 * (lv + la)
+def joint_log_posterior(lv: np.ndarray, la: np.ndarray | None, audio_weight: float = 0.5) -> np.ndarray:
+    """What Sinkhorn sees: the mean of the two log posteriors, so that P^lam = (p_v p_a)^(lam/2).
+
+    ``audio_weight`` w gives the weighted mean (1 - w) log p_v + w log p_a; 0.5 is SeLaVi's product.
+    """
+    if la is None:
+        return lv
+    if audio_weight == 0.5:
+        return 0.5 * (lv + la)
+    return (1.0 - audio_weight) * lv + audio_weight * la
 
 
 def predictions(model: torch.nn.Module, fv: np.ndarray, fa: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:

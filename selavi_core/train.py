@@ -308,9 +308,9 @@ class Trainer:
                 if s.equalise_confidence and la is not None:
                     margins = self._allreduce(np.array([margin_sum(lv), margin_sum(la)])) / n_total
                     lv_t, la_t = equalise_confidence(lv, la, *margins)
-                    log_p = joint_log_posterior(lv_t, la_t)
+                    log_p = joint_log_posterior(lv_t, la_t, s.audio_weight)
                 else:
-                    log_p = joint_log_posterior(lv, la)
+                    log_p = joint_log_posterior(lv, la, s.audio_weight)
                 mass = self._allreduce(column_mass(log_p, power=1.0 if la is None else 2.0))  # mass of p_v * p_a
                 marginal = self._broadcast_array(np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64))
                 st.marginals[h] = marginal

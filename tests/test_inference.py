@@ -45,3 +45,13 @@ def test_equal_margins_change_nothing() -> None:
     tv, ta = equalise_confidence(lv, la, m, m)
     np.testing.assert_allclose(tv, lv, atol=1e-5)
     np.testing.assert_allclose(ta, la, atol=1e-5)
+
+
+def test_audio_weight_sets_each_modalitys_share_of_the_joint_label() -> None:
+    lv, la = posteriors(2000, 10, 2.0, 4), posteriors(2000, 10, 2.0, 5)  # equally confident, unrelated
+    np.testing.assert_array_equal(joint_log_posterior(lv, la, 0.5), 0.5 * (lv + la))
+    np.testing.assert_allclose(joint_log_posterior(lv, la, 0.3), 0.7 * lv + 0.3 * la, rtol=1e-6)
+    follows_audio = [np.mean(joint_log_posterior(lv, la, w).argmax(1) == la.argmax(1)) for w in (0.1, 0.3, 0.5, 0.9)]
+    assert follows_audio == sorted(follows_audio)  # more weight, more say
+    assert follows_audio[0] < 0.25 and follows_audio[-1] > 0.85
+    assert abs(np.mean(joint_log_posterior(lv, la).argmax(1) == lv.argmax(1)) - follows_audio[2]) < 0.05
