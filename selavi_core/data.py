@@ -78,8 +78,6 @@ class BatchMaker:
             spec = log_mel(w, a, dtype=None if a.exact else torch.float32)
         if train and a.time_roll:
             spec = time_roll(spec, rng)
-        if train and (a.max_tilt or a.max_floor_raise):
-            spec = channel_jitter(spec, rng, a.max_tilt, a.max_floor_raise)
         if train and (a.max_time_stretch or a.max_freq_warp):
             spec = spectrogram_warp(spec, rng, a.max_time_stretch, a.max_freq_warp)
         if train and a.spec_augment:
@@ -189,26 +187,6 @@ def time_roll(spec: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     shift = torch.from_numpy(rng.integers(0, t, size=b))
     idx = (torch.arange(t).view(1, t) - shift.view(b, 1)) % t
     return spec.gather(3, idx.view(b, 1, 1, t).expand(b, 1, f, t))
-
-
-def channel_jitter(
-    spec: torch.Tensor, rng: np.random.Generator, max_tilt: float, max_floor_raise: float
-) -> torch.Tensor:
-    """A random recording channel for each example of a log-mel batch (B,1,F,T).
-
-    Adds a smooth per-example curve over the bands (a linear tilt plus a bow, each up to ``max_tilt``
-    log units at the edges) and gates everything below a per-example level raised by up to
-    ``max_floor_raise`` above the example's floor, so microphone colour and background noise stop
-    identifying the speaker while the spoken word, far above the noise, keeps its shape.
-    """
-    b, _, f, _ = spec.shape
-    pos = torch.linspace(-1.0, 1.0, f).view(1, 1, f, 1)
-    tilt = torch.from_numpy(rng.uniform(-max_tilt, max_tilt, (b, 1, 1, 1))).float()
-    bow = torch.from_numpy(rng.uniform(-max_tilt, max_tilt, (b, 1, 1, 1))).float()
-    out = spec + tilt * pos + bow * (1.0 - 2.0 * pos**2)
-    floor = out.amin(dim=(1, 2, 3), keepdim=True)
-    gate = floor + torch.from_numpy(rng.uniform(0.0, max_floor_raise, (b, 1, 1, 1))).float()
-    return torch.maximum(out, gate)
 
 
 def spec_augment(

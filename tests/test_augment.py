@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from selavi_core.data import (
-    channel_jitter,
     colour_augment,
     random_resized_crops,
     spec_augment,
@@ -102,19 +101,6 @@ def test_time_roll_moves_the_sound_and_keeps_every_frame() -> None:
         assert any(torch.equal(out[i], torch.roll(spec[i], k, dims=-1)) for k in range(199))
     onsets = (out[:, 0, 20] > 0).float().argmax(dim=1).numpy()  # first loud frame (or the wrapped tail)
     assert len(np.unique(onsets)) >= 40  # positions spread over the window: onset is no longer a fingerprint
-
-
-def test_channel_jitter_changes_the_channel_not_the_word() -> None:
-    spec = band_spectrogram(64)
-    spec[:, 0, :, 150:170] = -22.0  # quiet background noise of the recording
-    out = channel_jitter(spec, np.random.default_rng(8), max_tilt=1.0, max_floor_raise=25.0)
-    word, noise = out[:, 0, 19:22, 80:120], out[:, 0, :, 150:170]
-    assert (word - 10.0).abs().max() <= 2.0 + 1e-5  # tilt + bow stay within their bounds on the word
-    assert word.mean(dim=(1, 2)).std() > 0.1  # and differ between examples
-    spread = noise.amax(dim=(1, 2)) - noise.amin(dim=(1, 2))
-    assert (spread < 0.5).float().mean() > 0.2  # the gate hides the noise pattern in part of the batch
-    assert (noise.mean(dim=(1, 2)) > -22.0 + 2.0).float().mean() > 0.2
-    torch.testing.assert_close(channel_jitter(spec, np.random.default_rng(8), 0.0, 0.0), spec)
 
 
 def test_spec_augment_masks_at_most_its_share() -> None:
