@@ -59,11 +59,6 @@ class AudioSpec:
     # Training roll of the log-mel by a random number of frames (circular). When a window holds a whole
     # sound in silence, where the sound starts is a per-clip fingerprint that only this modality sees.
     time_roll: bool = False
-    # Training jitter of the recording channel: a random spectral tilt/bow of up to this many log units
-    # across the bands, and a noise gate raised by up to ``max_floor_raise`` above the clip's floor. A
-    # speaker's microphone and room are otherwise a fingerprint the other modality cannot predict.
-    max_tilt: float = 0.0
-    max_floor_raise: float = 0.0
     exact: bool = True  # float64 log-mel, identical to python_speech_features (official checkpoints need it)
 
     @property
@@ -253,6 +248,7 @@ CPU_SMALL = Preset(
         spec_augment=True,
         max_time_stretch=0.15,
         max_freq_warp=0.08,
+        time_roll=True,  # without it the word's onset became the audio's clusters (NMI 0.38-0.43)
         exact=False,
     ),
     cache=CacheSpec(fps=8.0, short_side=48, max_seconds=10.0),
@@ -260,7 +256,8 @@ CPU_SMALL = Preset(
     # than the 18-layer trunk at a quarter of the width; ResNet-9 at a quarter of the width.
     model=ModelSpec(video_widths=(24, 48, 96, 192), video_layers=(1, 1, 1, 1), audio_widths=(16, 32, 64, 128)),
     # Relabel once an epoch; both modalities get the same say in each label (the word's sound is far
-    # easier to cluster at first, and would otherwise decide alone).
+    # easier to cluster at first, and would otherwise decide alone). audio_weight=0.2 took the speaker out
+    # of the labels but let the video memorise its own early clusters in 3 of 4 runs, so it stays at 0.5.
     schedule=ScheduleSpec(n_opts=39, power=1.0, bn_warmup_batches=5, equalise_confidence=True),
     optim=OptimSpec(
         optimizer="adam",
