@@ -127,8 +127,6 @@ def joint_log_posterior(lv: np.ndarray, la: np.ndarray | None, audio_weight: flo
     """
     if la is None:
         return lv
-    if audio_weight == 0.5:
-        return 0.5 * (lv + la)
     return (1.0 - audio_weight) * lv + audio_weight * la
 
 

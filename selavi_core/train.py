@@ -133,6 +133,8 @@ class Trainer:
         self.catalog_dir, self.out = Path(catalog_dir), Path(out_dir)
         self.preset, self.ctx, self.log = preset, ctx, log if ctx.main else (lambda *a, **k: None)
         self.prior = parse_prior(prior or preset.schedule.prior)
+        if not 0.0 <= preset.schedule.audio_weight <= 1.0:
+            raise SelaviError(f"audio_weight must lie in [0, 1], got {preset.schedule.audio_weight}")
         catalog = load_catalog(self.catalog_dir)
         self.catalog_hash = catalog_hash(self.catalog_dir)
         if ctx.main:
@@ -311,7 +313,8 @@ class Trainer:
                     log_p = joint_log_posterior(lv_t, la_t, s.audio_weight)
                 else:
                     log_p = joint_log_posterior(lv, la, s.audio_weight)
-                mass = self._allreduce(column_mass(log_p, power=1.0 if la is None else 2.0))  # mass of p_v * p_a
+                # log_p is a weighted mean of two log posteriors: doubling it gives p_v p_a at audio_weight 0.5
+                mass = self._allreduce(column_mass(log_p, power=1.0 if la is None else 2.0))
                 marginal = self._broadcast_array(np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64))
                 st.marginals[h] = marginal
                 if self.ctx.distributed:

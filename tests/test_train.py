@@ -262,3 +262,16 @@ def test_two_processes_build_the_same_cache_at_once(tiny_catalog: Path, tmp_path
     assert outs[0] == outs[1] and int(outs[0][0]) == N_CLIPS
     leftovers = [d.name for d in (catalog / "cache").iterdir()]
     assert len(leftovers) == 1 and "partial" not in leftovers[0]
+
+
+def test_an_audio_weight_outside_zero_to_one_is_refused(tiny_catalog: Path, tmp_path: Path):
+    from selavi_core.errors import SelaviError
+
+    with pytest.raises(SelaviError, match=r"audio_weight must lie in \[0, 1\], got 1.5"):
+        Trainer(
+            tiny_catalog,
+            tmp_path,
+            TINY.with_overrides(schedule={"audio_weight": 1.5}),
+            ctx=Context(torch.device("cpu")),
+            log=lambda *a: None,
+        )
