@@ -52,7 +52,7 @@ class BatchMaker:
             x = F.interpolate(
                 x.flatten(0, 1), size=(v.crop, v.crop), mode="bilinear", align_corners=False, antialias=True
             ).view(b, t, 3, v.crop, v.crop)
-        x = (x - v.mean) / v.std
+        x = standardise_clips(x) if v.standardise else (x - v.mean) / v.std
         return x.permute(0, 2, 1, 3, 4).contiguous()  # (B,3,T,H,W)
 
     def audio(self, rows: np.ndarray, starts: np.ndarray, train: bool, rng: np.random.Generator) -> torch.Tensor:
@@ -133,6 +133,21 @@ def random_resized_crops(
     grid = F.affine_grid(theta, [b * t, c, crop, crop], align_corners=False)
     out = F.grid_sample(x.reshape(b * t, c, s, s), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(b, t, c, crop, crop)
+
+
+def standardise_clips(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Each clip of (B,T,3,H,W) as grey, zero mean and unit variance over the clip, sparse part positive.
+
+    What stays is shape and motion: a clip's own colours, brightness and contrast are gone, and so is
+    the polarity (light-on-dark and dark-on-light give the same input), because the sign is chosen so
+    that the skew is positive (a small object on a large background is the tail of the distribution).
+    """
+    b = x.shape[0]
+    g = x.mean(dim=2, keepdim=True)
+    flat = g.reshape(b, -1)
+    z = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + eps)
+    sign = torch.where(z.pow(3).mean(1, keepdim=True) < 0, -1.0, 1.0)
+    return (z * sign).view_as(g).expand_as(x)
 
 
 def colour_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

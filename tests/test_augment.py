@@ -11,6 +11,7 @@ from selavi_core.data import (
     random_resized_crops,
     spec_augment,
     spectrogram_warp,
+    standardise_clips,
     time_roll,
 )
 
@@ -67,6 +68,31 @@ def test_colour_augment_keeps_the_shape_and_the_value_range() -> None:
         assert abs(float(inside - outside)) > 0.05  # the bar still stands out (brighter or darker)
     colours = out[:, 0, :, 24, 24]  # a bar pixel of each clip
     assert colours.std(dim=0).min() > 0.05  # and its colour differs between clips
+
+
+def test_standardise_gives_one_input_for_any_colours_and_polarity() -> None:
+    """The same bar in random colours, light on dark or dark on light, becomes one canonical clip."""
+    bar = bar_clips(1)[0, :, 0] > 0.5  # (T,S,S)
+    rng = np.random.default_rng(4)
+    clips = []
+    for i in range(6):
+        light, dark = rng.uniform(0.6, 1.0, 3), rng.uniform(0.0, 0.3, 3)
+        fg, bg = (light, dark) if i % 2 else (dark, light)
+        fg, bg = torch.from_numpy(fg).float(), torch.from_numpy(bg).float()
+        clips.append(torch.where(bar[:, None], fg.view(1, 3, 1, 1), bg.view(1, 3, 1, 1)))
+    out = standardise_clips(torch.stack(clips))
+    assert out.shape == (6, 2, 3, 48, 48)
+    for clip in out:
+        torch.testing.assert_close(clip, out[0], atol=2e-3, rtol=5e-3)  # colours and polarity are gone
+        assert float(clip.mean()) == pytest.approx(0.0, abs=1e-5)
+        assert float(clip[:, 0].std()) == pytest.approx(1.0, rel=0.01)
+    assert bool((out[0, :, 0][bar] > 0).all())  # the sparse bar is the positive side
+    assert bool((out[0, :, 0][~bar] < 0).all())
+
+
+def test_standardise_keeps_a_flat_clip_finite() -> None:
+    out = standardise_clips(torch.full((2, 2, 3, 8, 8), 0.3))
+    assert torch.isfinite(out).all() and float(out.abs().max()) < 1e-3
 
 
 def band_spectrogram(b: int, f: int = 40, t: int = 199) -> torch.Tensor:

@@ -17,6 +17,7 @@ from media_factory import make_video
 from selavi_core.checkpoint import load_checkpoint
 from selavi_core.cli import main
 from selavi_core.config import CPU_SMALL, CacheSpec, ModelSpec, OptimSpec, ScheduleSpec, VideoSpec
+from selavi_core.errors import SelaviError
 from selavi_core.inference import to_device
 from selavi_core.run import Run
 from selavi_core.train import Context, Trainer, schedule_points, train
@@ -216,7 +217,7 @@ def test_audio_lr_scale_slows_only_the_audio_side(tiny_catalog: Path, tmp_path: 
     video, audio = trainer.maker.batch(trainer.rows[rows], train=True, rng=np.random.default_rng(0))
     y = torch.from_numpy(np.random.default_rng(1).integers(0, 2, (len(rows), trainer.model.heads)))
     trainer.net.train()
-    loss = trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y)
+    loss = trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y, rows)
     trainer.optimizer.zero_grad()
     loss.backward()
     trainer.optimizer.step()
@@ -265,13 +266,75 @@ def test_two_processes_build_the_same_cache_at_once(tiny_catalog: Path, tmp_path
 
 
 def test_an_audio_weight_outside_zero_to_one_is_refused(tiny_catalog: Path, tmp_path: Path):
-    from selavi_core.errors import SelaviError
-
     with pytest.raises(SelaviError, match=r"audio_weight must lie in \[0, 1\], got 1.5"):
         Trainer(
             tiny_catalog,
             tmp_path,
             TINY.with_overrides(schedule={"audio_weight": 1.5}),
+            ctx=Context(torch.device("cpu")),
+            log=lambda *a: None,
+        )
+
+
+def test_an_audio_weight_final_outside_zero_to_one_is_refused(tiny_catalog: Path, tmp_path: Path):
+    with pytest.raises(SelaviError, match=r"audio_weight_final must lie in \[0, 1\], got -0.1"):
+        Trainer(
+            tiny_catalog,
+            tmp_path,
+            TINY.with_overrides(schedule={"audio_weight_final": -0.1}),
+            ctx=Context(torch.device("cpu")),
+            log=lambda *a: None,
+        )
+
+
+def test_the_audio_weight_ramps_linearly_over_training_and_is_logged(tiny_catalog: Path, tmp_path: Path):
+    preset = TINY.with_overrides(schedule={"audio_weight": 0.2, "audio_weight_final": 0.6, "n_opts": 5})
+    trainer = Trainer(tiny_catalog, tmp_path, preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
+    trainer.fit(preset.optim.epochs)
+    total = preset.optim.epochs * trainer.batches_per_epoch
+    logged = [(r["iteration"], r["audio_weight"]) for r in trainer.state.history]
+    assert len(logged) == 4 and logged[0] == (0, 0.2)
+    for it, w in logged:
+        assert w == pytest.approx(0.2 + 0.4 * it / total, abs=1e-4)
+    assert logged[-1][1] > 0.45
+    flat = TINY.with_overrides(schedule={"audio_weight": 0.3, "audio_weight_final": None})
+    constant = Trainer(tiny_catalog, tmp_path / "c", flat, ctx=Context(torch.device("cpu")), log=lambda *a: None)
+    constant.state.iteration = 10**6
+    assert constant.audio_weight() == 0.3
+
+
+def test_posteriors_from_training_labels_from_the_posteriors_of_the_training_steps(tiny_catalog, tmp_path):
+    """After the first labelling's pass, labels come from what each clip's last training step predicted."""
+    preset = TINY.with_overrides(schedule={"posteriors_from": "training", "prior": "uniform"})
+    trainer = Trainer(tiny_catalog, tmp_path, preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
+    trainer.relabel()  # the first labelling runs the pass and fills the memory from it
+    mem_v, mem_a = trainer.memory
+    assert mem_v.shape == (trainer.model.heads, N_CLIPS, 2) and np.isfinite(mem_v).all() and np.isfinite(mem_a).all()
+    # one training step overwrites exactly its batch's rows
+    before = mem_v.copy()
+    rows = np.arange(TINY.optim.batch_size)
+    video, audio = trainer.maker.batch(trainer.rows[rows], train=True, rng=np.random.default_rng(0))
+    y = torch.from_numpy(trainer.state.labels[rows])
+    trainer.net.train()
+    trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y, rows)
+    assert not np.allclose(mem_v[:, rows], before[:, rows])
+    np.testing.assert_array_equal(mem_v[:, len(rows) :], before[:, len(rows) :])
+    np.testing.assert_allclose(np.exp(mem_v[:, rows]).sum(axis=2), 1.0, rtol=1e-5)
+    # a labelling now follows the memory alone: plant a balanced, confident split and get it back
+    planted = np.arange(N_CLIPS) % 2
+    mem_v[:] = np.log(np.where(np.eye(2)[planted] > 0, 0.9, 0.1))[None]
+    mem_a[:] = mem_v
+    trainer.relabel()
+    for h in range(trainer.model.heads):
+        np.testing.assert_array_equal(trainer.state.labels[:, h], planted)
+
+
+def test_an_unknown_posteriors_source_is_refused(tiny_catalog, tmp_path):
+    with pytest.raises(SelaviError, match="posteriors_from"):
+        Trainer(
+            tiny_catalog,
+            tmp_path,
+            TINY.with_overrides(schedule={"posteriors_from": "memory"}),
             ctx=Context(torch.device("cpu")),
             log=lambda *a: None,
         )
