@@ -18,6 +18,7 @@ from .checkpoint import load_model
 from .clipcache import ClipCache, build_cache
 from .config import PAPER, Preset
 from .data import BatchMaker
+from .errors import SelaviError
 from .inference import extract_features, predictions
 from .models import bf16_supported, to_channels_last
 from .run import RunMeta, file_hash, write_run
@@ -37,10 +38,15 @@ def write_assignments(
     prior: str,
     source: str,
     extra: dict | None = None,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
+    """Assign every ok clip of ``cache`` and write the run folder. ``features`` (video, audio) of those
+    clips in eval mode may be passed when already computed (training's refine step does)."""
     rows = cache.ok_rows
+    if features is not None and not len(features[0]) == len(features[1]) == len(rows):
+        raise SelaviError(f"features for {len(features[0])} clips were passed, but the cache has {len(rows)} ok clips")
     bf16 = preset.cpu_bf16 and device.type == "cpu" and bf16_supported()
-    fv, fa = extract_features(
+    fv, fa = features or extract_features(
         model,
         BatchMaker(cache, preset),
         rows,

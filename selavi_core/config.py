@@ -174,6 +174,25 @@ class ScheduleSpec:
 
 
 @dataclass(frozen=True)
+class RefineSpec:
+    """Self-labelling of the heads alone on frozen features, after the last epoch (not in the paper).
+
+    A short CPU schedule ends while the heads still trail the encoders: on AV digits k-means on the
+    learned features beat the heads' joint clusters (0.77 vs 0.75 NMI). On the frozen, un-augmented
+    features of every clip, rounds of Sinkhorn labels from the heads' own posteriors and a few epochs
+    of the heads on them take seconds and let the heads catch up (0.75 -> 0.90 on the same run).
+    """
+
+    rounds: int = 0  # 0 = off, SeLaVi as published
+    epochs: int = 2  # passes of the heads over the features per round
+    # The audio's share in these labels. On frozen features the audio heads' own factor (the speaker)
+    # would pull the labels its way; below 0.5 the picture decides more (0.2-0.3 best on AV digits).
+    audio_weight: float = 0.3
+    batch_size: int = 256
+    lr: float = 1e-3  # Adam
+
+
+@dataclass(frozen=True)
 class OptimSpec:
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.01
@@ -200,6 +219,7 @@ class Preset:
     sinkhorn: SinkhornSpec = field(default_factory=SinkhornSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
+    refine: RefineSpec = field(default_factory=RefineSpec)
     cpu_bf16: bool = True  # bf16 autocast + channels_last_3d on CPUs that have AVX512-BF16
     eval_batch_size: int = 64
 
@@ -228,6 +248,7 @@ class Preset:
             "sinkhorn": SinkhornSpec,
             "schedule": ScheduleSpec,
             "optim": OptimSpec,
+            "refine": RefineSpec,
         }
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
@@ -240,7 +261,7 @@ class Preset:
 
 PAPER = Preset(name="paper")
 
-EPOCHS_CPU_SMALL = 56  # 60 took 20.2 min on 2 cores for 3,000 clips (0.783 NMI); 56 stays under 20
+EPOCHS_CPU_SMALL = 54  # with the heads refined after it, under 20 min on 2 cores for 3,000 clips
 
 CPU_SMALL = Preset(
     name="cpu-small",
@@ -299,6 +320,7 @@ CPU_SMALL = Preset(
         epochs=EPOCHS_CPU_SMALL,
         audio_lr_scale=1.0,
     ),
+    refine=RefineSpec(rounds=24),
     cpu_bf16=False,  # at these widths channels-last fp32 is as fast, and bf16 gradients overflowed
     eval_batch_size=128,
 )

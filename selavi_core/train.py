@@ -15,7 +15,8 @@ CPU, nccl on GPU). The recipe follows ../shared/docs/selavi-method.md:
 
 An option beyond the paper, ``ScheduleSpec.posteriors_from="training"``, labels from the posteriors the
 training steps already computed instead of running extra passes. ``cpu-small`` uses it: on two cores it
-fits 1.6x the epochs into the same time.
+fits 1.6x the epochs into the same time. Another, ``RefineSpec.rounds``, ends training with rounds of the
+same self-labelling on the heads alone over frozen features (``selavi_core.refine``).
 
 Distributed pseudo-labelling shards rows across ranks; each rank keeps only its rows' posteriors
 and Sinkhorn all-reduces column sums, so no rank ever holds N x K for the whole data set.
@@ -56,6 +57,7 @@ from .metrics import nmi
 from .models import bf16_supported, build_model, to_channels_last
 from .priors import column_mass, parse_prior
 from .progress import progress
+from .refine import check_refine_spec, refine_heads
 from .sinkhorn import sinkhorn_knopp, sinkhorn_knopp_distributed
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -121,6 +123,7 @@ class TrainState:
     marginals: np.ndarray | None = None  # (H, K) marginals used at the last labelling
     aligned: bool = False
     n_labellings: int = 0
+    refined: bool = False  # the heads went through RefineSpec's rounds after the last epoch
     history: list[dict] = field(default_factory=list)
 
 
@@ -142,6 +145,7 @@ class Trainer:
             w = getattr(preset.schedule, name)
             if w is not None and not 0.0 <= w <= 1.0:
                 raise SelaviError(f"{name} must lie in [0, 1], got {w}")
+        check_refine_spec(preset.refine)
         self.total_iters: int | None = None  # set by fit(): the audio weight's ramp spans it
         if preset.schedule.posteriors_from not in POSTERIOR_SOURCES:
             raise SelaviError(
@@ -302,6 +306,13 @@ class Trainer:
         done = min(1.0, self.state.iteration / max(1, total))
         return s.audio_weight + (s.audio_weight_final - s.audio_weight) * done
 
+    def _ensure_prior_bases(self) -> None:
+        st = self.state
+        if st.prior_bases is None:
+            heads = self.model.heads
+            st.prior_bases = np.asarray(self.prior.draw(self.clusters, heads, self.shared_rng), dtype=np.float64)
+            st.marginals = np.tile(np.full(self.clusters, 1.0 / self.clusters), (heads, 1))
+
     def relabel(self) -> None:
         """One Sinkhorn-Knopp labelling of every head, with decorrelated groups of heads."""
         st, s, sk = self.state, self.preset.schedule, self.preset.sinkhorn
@@ -310,9 +321,7 @@ class Trainer:
         block = self._local_block()
         local_rows = self.rows[block]
         n_total = len(self.rows)
-        if st.prior_bases is None:
-            st.prior_bases = np.asarray(self.prior.draw(self.clusters, heads, self.shared_rng), dtype=np.float64)
-            st.marginals = np.tile(np.full(self.clusters, 1.0 / self.clusters), (heads, 1))
+        self._ensure_prior_bases()
         order = self.shared_rng.permutation(heads)
         groups = [order[g :: s.groups] for g in range(min(s.groups, heads))]
         labels = np.zeros((n_total, heads), np.int64)
@@ -479,10 +488,69 @@ class Trainer:
                     record[key] = last[key]
             self.log("epoch " + json.dumps(record))
             st.epoch = epoch + 1
+            st.refined = False  # heads trained on: a refined run resumed for more epochs is refined again
             if self.ctx.main:
                 with open(self.out / LOG_NAME, "a") as f:
                     f.write(json.dumps({"type": "epoch", **record, "labelling_log": st.history[-1:]}) + "\n")
                 self.save()
+
+    def refine(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """After the last epoch: RefineSpec's rounds on the heads over frozen, un-augmented features.
+
+        Runs once per run (a resumed, refined run skips it) on the main process; other ranks receive the
+        refined heads. Returns the features (eval mode, every clip in order), which are exactly what
+        assignment computes, or None when nothing was run on this process.
+        """
+        st, spec = self.state, self.preset.refine
+        if spec.rounds == 0 or st.refined:
+            return None
+        self._ensure_prior_bases()
+        features = None
+        if self.ctx.main:
+            fv, fa = extract_features(
+                self.model,
+                self.maker,
+                self.rows,
+                device=self.ctx.device,
+                batch_size=self.preset.eval_batch_size,
+                train_aug=False,
+                rng=np.random.default_rng(0),
+                bf16=self.bf16,
+                desc="refine features",
+            )
+
+            def marginal(h: int, mass: np.ndarray) -> np.ndarray:
+                st.marginals[h] = np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64)
+                return st.marginals[h]
+
+            records = refine_heads(
+                self.model,
+                fv,
+                fa,
+                spec=spec,
+                sinkhorn=self.preset.sinkhorn,
+                marginal=marginal,
+                device=self.ctx.device,
+                seed=self.preset.optim.seed,
+                weight_decay=self.preset.optim.weight_decay,
+                truth=self.gt,
+                log=self.log,
+            )
+            st.history.extend(records)
+            with open(self.out / LOG_NAME, "a") as f:
+                for r in records:
+                    f.write(json.dumps({"type": "refine", **r}) + "\n")
+            features = (fv, fa)
+        if self.ctx.distributed:
+            for p in self.model.head_parameters():
+                dist.broadcast(p.data, 0)
+            for b in (b for n, b in self.model.named_buffers() if n.startswith("mlp_")):
+                dist.broadcast(b, 0)
+            st.marginals = self._broadcast_array(st.marginals)
+        st.refined = True
+        if self.ctx.main:
+            self.save()
+        return features
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def save(self) -> None:
@@ -491,6 +559,7 @@ class Trainer:
             "iteration": st.iteration,
             "aligned": st.aligned,
             "n_labellings": st.n_labellings,
+            "refined": st.refined,
             "labels": torch.from_numpy(st.labels) if st.labels is not None else None,
             "prior_bases": torch.from_numpy(st.prior_bases) if st.prior_bases is not None else None,
             "marginals": torch.from_numpy(st.marginals) if st.marginals is not None else None,
@@ -524,6 +593,7 @@ class Trainer:
         st = self.state
         st.epoch, st.iteration = int(ckpt["epoch"]), int(extra["iteration"])
         st.aligned, st.n_labellings = bool(extra["aligned"]), int(extra["n_labellings"])
+        st.refined = bool(extra.get("refined", False))
         for name in ("labels", "prior_bases", "marginals"):
             value = extra.get(name)
             setattr(st, name, value.numpy() if value is not None else None)
@@ -565,6 +635,7 @@ def train(
         (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))
     t0 = time.time()
     trainer.fit(preset.optim.epochs)
+    features = trainer.refine()
     seconds = time.time() - t0
     if ctx.main:
         write_assignments(
@@ -580,6 +651,7 @@ def train(
             prior=prior or preset.schedule.prior,
             source="train",
             extra={"train_seconds": round(seconds, 1), "epochs": preset.optim.epochs},
+            features=features,
         )
     if ctx.distributed:
         dist.barrier()

@@ -77,6 +77,10 @@ def test_train_writes_a_complete_run_and_resumes(tiny_catalog: Path, tmp_path: P
     assert run.meta.checkpoint_hash and run.meta.source == "train"
 
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    rounds = TINY.refine.rounds
+    assert [r["type"] for r in log] == ["epoch"] * 2 + ["refine"] * rounds
+    assert [r["refine_round"] for r in log[2:]] == list(range(1, rounds + 1))
+    log = log[:2]
     assert [r["epoch"] for r in log] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in log)
     for r in log:  # how well each modality predicted the labels it helped make (a dominating modality is a trap)
@@ -95,8 +99,13 @@ def test_train_writes_a_complete_run_and_resumes(tiny_catalog: Path, tmp_path: P
     more = TINY.with_overrides(optim={"epochs": 3})
     train(tiny_catalog, run_dir, more, device="cpu", resume=True, log=lambda *a: None)
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert [r.get("epoch") for r in log if r["type"] == "epoch"] == [1, 2, 3]
+    assert [r["type"] for r in log[-rounds - 1 :]] == ["epoch"] + ["refine"] * rounds  # refined again at the new end
+    assert load_checkpoint(run_dir / "checkpoint.pt")["extra"]["refined"] is True
     assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 3
+    # resuming a finished, refined run trains and refines nothing more
+    train(tiny_catalog, run_dir, more, device="cpu", resume=True, log=lambda *a: None)
+    assert len((run_dir / "train_log.jsonl").read_text().splitlines()) == len(log)
 
 
 def test_assign_and_concat_fusion_through_the_cli(tiny_catalog: Path, tmp_path: Path):
@@ -141,7 +150,9 @@ def test_torchrun_two_processes_train_on_cpu(tiny_catalog: Path, tmp_path: Path)
     run = Run(run_dir)
     assert run.n_clips == N_CLIPS and run.heads == 3
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert state["epoch"] == 2
+    assert state["epoch"] == 2 and state["extra"]["refined"] is True
+    kinds = [json.loads(line)["type"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert kinds == ["epoch"] * 2 + ["refine"] * TINY.refine.rounds  # rank 0 refined, once
 
 
 def test_cached_log_mel_windows_equal_log_mel_of_the_window(tiny_catalog: Path):

@@ -10,6 +10,9 @@ HELP = """\
 Train SeLaVi (self-labelling with Sinkhorn-Knopp, modality as augmentation, decorrelated heads) on
 the ok clips of CATALOG_DIR, then write per-head assignments into RUN_DIR as `selavi assign` does.
 Checkpoints are written every epoch (RUN_DIR/checkpoint.pt); --resume continues from the last one.
+After the last epoch, presets that set it (cpu-small) refine the heads alone on frozen features:
+rounds of Sinkhorn labels and head training that let the heads catch up with the encoders
+(--refine-rounds 0 ends training as the paper does).
 Several processes or GPUs: launch with torchrun, e.g.
   torchrun --nproc_per_node 2 -m selavi_core.cli train CATALOG_DIR --out RUN_DIR
 """
@@ -46,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labellings", type=int, help="Sinkhorn labellings over training (n in t_j = T (j/(n-1))^p)")
     p.add_argument("--groups", type=int, help="decorrelated head groups (one augmented pass each)")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--refine-rounds",
+        type=int,
+        help="rounds of head-only self-labelling on frozen features after the last epoch "
+        "(default: the preset's; 0 = none, as in the paper)",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     p.set_defaults(func=run)
@@ -63,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     schedule = {k: v for k, v in (("n_opts", args.labellings), ("groups", args.groups), ("prior", args.prior)) if v}
-    preset = preset.with_overrides(model=model, optim=optim, schedule=schedule)
+    refine = {} if args.refine_rounds is None else {"rounds": args.refine_rounds}
+    preset = preset.with_overrides(model=model, optim=optim, schedule=schedule, refine=refine)
     out = train(args.catalog, args.out, preset, device=args.device, prior=args.prior, resume=args.resume)
     print(f"run written to {out}; next: selavi evaluate {out}")
     return 0
