@@ -167,6 +167,8 @@ class ScheduleSpec:
     # labelling of a run or after --resume, the pass is used. It keeps H x N x K float32 per modality
     # in memory (0.25 GB per modality at N=200,000, H=10, K=30; 10x that at K=309).
     posteriors_from: str = "pass"
+    # With posteriors_from="training": the kept posteriors are a running mean, new = m old + (1 - m) step.
+    memory_momentum: float = 0.0
     align: bool = True
     align_proposals: int = 50_000
     align_patience: int = 1_000
@@ -310,6 +312,9 @@ CPU_SMALL = Preset(
         audio_weight=0.2,
         audio_weight_final=0.8,
         posteriors_from="training",
+        # a running mean of the kept posteriors: consecutive labellings agreed at NMI ~0.45-0.6 with the
+        # last step's alone, ~0.7-0.76 with it, and the labels climbed faster (seed 1: best head 0.60 -> 0.79)
+        memory_momentum=0.5,
     ),
     optim=OptimSpec(
         optimizer="adam",

@@ -316,7 +316,7 @@ def test_the_audio_weight_ramps_linearly_over_training_and_is_logged(tiny_catalo
 
 def test_posteriors_from_training_labels_from_the_posteriors_of_the_training_steps(tiny_catalog, tmp_path):
     """After the first labelling's pass, labels come from what each clip's last training step predicted."""
-    preset = TINY.with_overrides(schedule={"posteriors_from": "training", "prior": "uniform"})
+    preset = TINY.with_overrides(schedule={"posteriors_from": "training", "prior": "uniform", "memory_momentum": 0.0})
     trainer = Trainer(tiny_catalog, tmp_path, preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
     trainer.relabel()  # the first labelling runs the pass and fills the memory from it
     mem_v, mem_a = trainer.memory
@@ -338,6 +338,40 @@ def test_posteriors_from_training_labels_from_the_posteriors_of_the_training_ste
     trainer.relabel()
     for h in range(trainer.model.heads):
         np.testing.assert_array_equal(trainer.state.labels[:, h], planted)
+
+
+def test_the_kept_posteriors_are_a_running_mean_with_memory_momentum(tiny_catalog, tmp_path):
+    """With momentum m a training step leaves m p_old + (1 - m) p_step in its rows (probabilities, not logs)."""
+    trainers = []
+    for m in (0.0, 0.75):
+        preset = TINY.with_overrides(schedule={"posteriors_from": "training", "memory_momentum": m})
+        trainers.append(
+            Trainer(tiny_catalog, tmp_path / str(m), preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
+        )
+    plain, mean = trainers
+    plain.relabel()
+    mean.model.load_state_dict(plain.model.state_dict())
+    before = tuple(x.copy() for x in plain.memory)
+    mean.memory = tuple(x.copy() for x in before)
+    rows = np.arange(TINY.optim.batch_size)
+    video, audio = plain.maker.batch(plain.rows[rows], train=True, rng=np.random.default_rng(0))
+    y = torch.from_numpy(plain.state.labels[rows])
+    for t in trainers:
+        t.net.train()
+        torch.manual_seed(5)  # the same dropout masks in both
+        t._loss(*to_device(video, audio, torch.device("cpu"), t.channels_last), y, rows)
+    for old, step, got in zip(before, plain.memory, mean.memory, strict=True):
+        expected = np.log(0.75 * np.exp(old[:, rows]) + 0.25 * np.exp(step[:, rows]))
+        np.testing.assert_allclose(got[:, rows], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got[:, len(rows) :], old[:, len(rows) :])
+    with pytest.raises(SelaviError, match=r"memory_momentum must lie in \[0, 1\), got 1.0"):
+        Trainer(
+            tiny_catalog,
+            tmp_path / "bad",
+            TINY.with_overrides(schedule={"memory_momentum": 1.0}),
+            ctx=Context(torch.device("cpu")),
+            log=lambda *a: None,
+        )
 
 
 def test_an_unknown_posteriors_source_is_refused(tiny_catalog, tmp_path):
