@@ -11,6 +11,7 @@ and one Sinkhorn solve per head.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -146,6 +147,6 @@ def refine_heads(
             record["nmi_gt_head0"], record["nmi_gt_best"] = round(scores[0], 4), round(max(scores), 4)
         previous = labels
         history.append(record)
-        log("refine " + str(record))
+        log("refine " + json.dumps(record))
     model.eval()
     return history

@@ -15,8 +15,9 @@ CPU, nccl on GPU). The recipe follows ../shared/docs/selavi-method.md:
 
 An option beyond the paper, ``ScheduleSpec.posteriors_from="training"``, labels from the posteriors the
 training steps already computed (optionally a running mean of them) instead of running extra passes.
-``cpu-small`` uses it: on two cores it fits 1.6x the epochs into the same time. Another, ``RefineSpec.rounds``, ends training with rounds of the
-same self-labelling on the heads alone over frozen features (``selavi_core.refine``).
+``cpu-small`` uses it: on two cores it fits 1.6x the epochs into the same time. Another,
+``RefineSpec.rounds``, ends training with rounds of the same self-labelling on the heads alone over
+frozen features (``selavi_core.refine``).
 
 Distributed pseudo-labelling shards rows across ranks; each rank keeps only its rows' posteriors
 and Sinkhorn all-reduces column sums, so no rank ever holds N x K for the whole data set.
