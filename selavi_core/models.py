@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock as BasicBlock2d
 from torchvision.models.resnet import ResNet
@@ -288,6 +289,16 @@ class SeLaViModel(nn.Module):
 
 def build_model(preset: Preset, clusters: int) -> SeLaViModel:
     return SeLaViModel(preset.model, clusters)
+
+
+def self_label_loss(out_a: Sequence[Tensor], out_b: Sequence[Tensor] | None, y: Tensor) -> Tensor:
+    """SeLaVi's loss on per-head logits and labels y (B, H): 1/2 mean-over-heads CE(video) + 1/2 mean-over-heads
+    CE(audio) ("modality as augmentation"), or the mean over heads of CE for concat heads (``out_b`` None)."""
+    heads = len(out_a)
+    loss = sum(F.cross_entropy(out_a[h].float(), y[:, h]) for h in range(heads)) / heads
+    if out_b is None:
+        return loss
+    return 0.5 * loss + 0.5 * sum(F.cross_entropy(out_b[h].float(), y[:, h]) for h in range(heads)) / heads
 
 
 def posteriors(

@@ -17,13 +17,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import RefineSpec, SinkhornSpec
 from .errors import SelaviError
 from .inference import head_log_posteriors, joint_log_posterior
 from .metrics import nmi
-from .models import SeLaViModel
+from .models import SeLaViModel, self_label_loss
 from .priors import column_mass
 from .sinkhorn import sinkhorn_knopp
 
@@ -77,7 +76,7 @@ def fit_heads(
     batch_size: int,
     rng: np.random.Generator,
 ) -> float:
-    """Train the heads on (features, labels) as training does: mean over heads of CE(video) and CE(audio)."""
+    """Train the heads on (features, labels) with training's loss (``models.self_label_loss``)."""
     model.train()
     losses = []
     for _ in range(epochs):
@@ -86,12 +85,7 @@ def fit_heads(
             rows = order[start : start + batch_size]
             if len(rows) < 2:  # BatchNorm needs two rows
                 continue
-            outs_a, outs_b = model.heads_logits(fv[rows], fa[rows])
-            y = labels[rows]
-            terms = [F.cross_entropy(out, y[:, h]) for h, out in enumerate(outs_a)]
-            if outs_b is not None:
-                terms += [F.cross_entropy(out, y[:, h]) for h, out in enumerate(outs_b)]
-            loss = torch.stack(terms).mean()
+            loss = self_label_loss(*model.heads_logits(fv[rows], fa[rows]), labels[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

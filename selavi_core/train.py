@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from .alignment import align_permutation, apply_permutation_to_linear
 from .catalog import catalog_hash, load_catalog
@@ -55,7 +54,7 @@ from .inference import (
     to_device,
 )
 from .metrics import nmi
-from .models import bf16_supported, build_model, to_channels_last
+from .models import bf16_supported, build_model, self_label_loss, to_channels_last
 from .priors import column_mass, parse_prior
 from .progress import progress
 from .refine import check_refine_spec, refine_heads
@@ -423,12 +422,7 @@ class Trainer:
         out_a, out_b = self.net(video, audio)
         if self.memory is not None:
             self._remember(rows_pos, out_a, out_b)
-        heads = len(out_a)
-        if out_b is None:
-            return sum(F.cross_entropy(out_a[h].float(), y[:, h]) for h in range(heads)) / heads
-        lv = sum(F.cross_entropy(out_a[h].float(), y[:, h]) for h in range(heads)) / heads
-        la = sum(F.cross_entropy(out_b[h].float(), y[:, h]) for h in range(heads)) / heads
-        return 0.5 * lv + 0.5 * la
+        return self_label_loss(out_a, out_b, y)
 
     @torch.no_grad()
     def bn_warmup(self) -> None:
