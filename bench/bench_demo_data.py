@@ -1,7 +1,14 @@
 """Wall time of `selavi demo-data` (selavi_core/avdigits.py): the Zipf set (879 clips) by default.
 
-Target on the 2-core machine: the Zipf variant in under 3 minutes with the default workers (= cores).
-Also prints CPU time (parent + workers), bytes per clip, and the clips/s rate.
+Targets on the 2-core machine, with the default workers (= cores):
+- real sources: the Zipf variant in under 3 minutes;
+- fallback sources (`--fallback --variant balanced`: the set a machine without ../shared/data builds, 2,400
+  clips): in a minute or two, so that scripts/demo.sh (which then trains) is up within 15 minutes.
+  Measured (os.cpu_count() 2, other jobs on the same cores): 150-157 s CPU (63-65 ms a clip, espeak-ng
+  included), 13.2 KB a clip (32 MB); 135 s wall at load average 2.5-4, 213 s at load 6; by the CPU time
+  about 80 s on 2 idle cores.
+Also prints CPU time (parent + workers, espeak-ng calls included), bytes per clip, the clips/s rate and the
+core count.
 
     .venv/bin/python bench/bench_demo_data.py [--variant zipf|balanced] [--workers N] [--fallback] [--out DIR]
 """
@@ -46,7 +53,8 @@ def main() -> int:
         print(
             f"{args.variant}: {result.n_clips} clips in {wall:.1f} s wall, {cpu:.1f} s CPU "
             f"({cpu / max(1, result.built) * 1000:.0f} ms CPU per clip), {result.n_clips / wall:.1f} clips/s, "
-            f"{result.bytes / max(1, result.n_clips) / 1000:.1f} KB per clip; load average {os.getloadavg()[0]:.1f}; "
+            f"{result.bytes / max(1, result.n_clips) / 1000:.1f} KB per clip; {os.cpu_count()} cores, "
+            f"load average {os.getloadavg()[0]:.1f}; "
             f"sources {result.sources['images']['kind']} + {result.sources['sounds']['kind']}"
         )
     finally:

@@ -2,7 +2,8 @@
 
 One centred clip and centre crop per clip, as the official evaluation. The run folder records the
 catalog's location and hash and the checkpoint's hash, so ``selavi evaluate`` and the Studio find
-the ground truth and provenance by themselves.
+the ground truth and provenance by themselves. It also holds raw-input features of the same clips
+(selavi_core/raw_features.py), so that evaluation can show what k-means on the inputs alone gives.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .data import BatchMaker
 from .errors import SelaviError
 from .inference import extract_features, predictions
 from .models import bf16_supported, to_channels_last
+from .raw_features import raw_features, save_raw_features
 from .run import RunMeta, file_hash, write_run
 
 
@@ -41,7 +43,10 @@ def write_assignments(
     features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Assign every ok clip of ``cache`` and write the run folder. ``features`` (video, audio) of those
-    clips in eval mode may be passed when already computed (training's refine step does)."""
+    clips in eval mode may be passed when already computed (training's refine step does).
+
+    Raw-input features of the same rows go to ``features/raw_video.npy`` and ``raw_audio.npy`` for
+    evaluation's no-learning baselines."""
     rows = cache.ok_rows
     if features is not None and not len(features[0]) == len(features[1]) == len(rows):
         raise SelaviError(f"features for {len(features[0])} clips were passed, but the cache has {len(rows)} ok clips")
@@ -74,7 +79,8 @@ def write_assignments(
         source=source,
         extra=extra or {},
     )
-    return write_run(
+    raw = raw_features(cache, rows, preset)
+    run_dir = write_run(
         out_dir,
         meta,
         cache.index["clip_id"].to_numpy()[rows],
@@ -87,6 +93,8 @@ def write_assignments(
         features_audio=fa,
         priors=np.asarray(priors),
     )
+    save_raw_features(run_dir, raw)
+    return run_dir
 
 
 def load_model_for_assignment(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, Preset, np.ndarray | None, str]:

@@ -15,10 +15,21 @@ here) and is the Studio's demo data set. The construction follows ../shared/docs
 - opaque clip names (16 letters a-p from a hash of variant, seed and running index: no digit character
   can appear in a name), the labels only in ``labels.csv`` and ``manifest.json``.
 
-Without ../shared/data the builder falls back to scikit-learn's bundled 8x8 digits and espeak-ng speech
-(40 voice/variant/speed/pitch "speakers"), so the demo works on any machine; the manifest says which
-sources were used (``mnist_index`` then indexes ``load_digits``, ``source_file`` names the espeak-ng call).
-The fallback is fine for smoke tests and the demo, too easy for quality claims.
+Without ../shared/data the builder falls back to zero-download sources (``FallbackSpec``, built in a minute or
+two), so the demo works on any machine; the manifest says which sources were used:
+
+- speech: espeak-ng, 80 "speakers" (8 English accents x 10 voice variants, each at its own base speed and
+  pitch), 3 takes per speaker and digit whose speed and pitch are jittered around the speaker's: 240 distinct
+  recordings per digit, one espeak-ng call each (``source_file`` names the call, ``speaker`` the accent+variant);
+- pictures: scikit-learn's 1,797 bundled 8x8 digits (``mnist_index`` indexes ``load_digits``), each used at most
+  twice; every clip gets its own variant of its image (rotation, shear, aspect, a smooth elastic warp and a
+  stroke weight, listed in the extra ``image_variant`` column of labels.csv), a wider range of scales and
+  positions, and a flat, gradient or lightly textured background.
+
+The balanced fallback set has 2,400 clips (240 per digit); the Zipf one 703. The voices are synthetic and the
+8x8 digits coarse: use the fallback for the demo and for smoke tests, and quote quality numbers on the real set.
+The digit is still the only factor shared by picture and sound: speaker, take, image variant and background
+are drawn independently of each other.
 
 Everything random is drawn from ``numpy.random.default_rng([seed, stream, ...])`` with a fixed stream per
 purpose, and x264 runs single-threaded per clip (clips are built in parallel instead), so a seed gives the
@@ -40,8 +51,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -60,6 +70,8 @@ MANIFEST_FILE = "manifest.json"
 LICENSE_FILE = "LICENSE.txt"
 CLIPS_DIR = "clips"
 LABEL_COLUMNS = ("path", "label", "speaker", "mnist_index", "source_file", "split")
+#: labels.csv of a build from the fallback images: one more column, kept as an extra by `selavi ingest`.
+FALLBACK_LABEL_COLUMNS = (*LABEL_COLUMNS, "image_variant")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 N_CLASSES = len(DIGIT_WORDS)
 
@@ -70,6 +82,10 @@ _STREAM_IMAGES = 2
 _STREAM_CLIP_ORDER = 3
 _STREAM_CLIP = 4
 _STREAM_SPEAKER_HUES = 5
+_STREAM_IMAGE_VARIANTS = 6  # the fallback's per-clip image variant, drawn in the plan
+_STREAM_IMAGE_WARP = 7  # the fallback's elastic field, background texture and gradient, drawn per clip
+#: Not a build seed: the fallback's espeak-ng takes are a fixed catalogue (like FSDD's files) the seed picks from.
+_ESPEAK_CATALOGUE = 8
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,7 @@ class AvDigitsSpec:
 
 SPEC = AvDigitsSpec()
 
-#: Fallback "speakers": espeak-ng English accents x voice variants, each at its own speed and pitch.
+#: Fallback speakers: espeak-ng's English accents x voice variants (``espeak-ng --voices=en``, voices/!v).
 ESPEAK_VOICES = (
     "en-us",
     "en-gb",
@@ -116,9 +132,59 @@ ESPEAK_VOICES = (
     "en-gb-x-gbclan",
     "en-gb-x-gbcwmd",
 )
-ESPEAK_VARIANTS = ("m1", "m3", "f2", "f4", "klatt")
-ESPEAK_SPEEDS = (130, 145, 160, 175)  # words per minute
-ESPEAK_PITCHES = (30, 45, 60, 75)  # 0-99
+# Male, female and Klatt-synthesiser variants (klatt6 is left out: it sounds exactly like klatt).
+ESPEAK_VARIANTS = ("m1", "m3", "m5", "m7", "f1", "f2", "f4", "f5", "klatt", "klatt3")
+ESPEAK_SPEEDS = (125, 140, 155, 170, 185)  # words per minute: the speakers' base speeds
+ESPEAK_PITCHES = (25, 37, 50, 62, 75)  # 0-99: the speakers' base pitches
+BACKGROUNDS = ("flat", "gradient", "texture")
+
+
+@dataclass(frozen=True)
+class FallbackSpec:
+    """How the zero-download fallback set is made (module docstring). Separate from ``AvDigitsSpec``, which
+    defines the real benchmark and does not change: a fallback ingredient only changes its own side, speech when
+    the sounds are espeak-ng, pictures when the images are scikit-learn's digits.
+
+    The counts were chosen by build time: 2,400 clips take about 1-2 minutes on 2 cores (bench/bench_demo_data.py).
+    """
+
+    accents: tuple[str, ...] = ESPEAK_VOICES
+    variants: tuple[str, ...] = ESPEAK_VARIANTS
+    speeds: tuple[int, ...] = ESPEAK_SPEEDS
+    pitches: tuple[int, ...] = ESPEAK_PITCHES
+    takes: int = 3  # recordings per speaker and digit: 80 speakers x 3 = 240 clips per digit
+    speed_jitter: int = 10  # a take's speed is the speaker's +- this (wpm)
+    pitch_jitter: int = 5  # a take's pitch is the speaker's +- this
+    # Pictures. The first version (52-100 px, elastic RMS up to 1 px, stroke -1..1, 12 degrees, shear 0.2) made
+    # many 8x8-sourced digits unreadable blobs: a linear probe on SeLaVi's video features after 30 epochs reached
+    # 0.32 accuracy (0.9+ on the real set). These ranges keep every digit legible at the 40 px the network sees.
+    digit_px: tuple[int, int] = (64, 96)
+    stroke: tuple[float, float] = (-0.5, 0.5)  # thin .. bold (the ink threshold, see vary_image)
+    rotate_deg: float = 8.0  # +- degrees
+    shear: float = 0.1  # +- (x shift per unit y)
+    aspect: tuple[float, float] = (0.9, 1.1)  # width / height, area kept
+    elastic: tuple[float, float] = (0.0, 0.4)  # RMS displacement in pixels of the 28x28 digit
+    elastic_sigma: float = 3.0  # smoothness of the elastic field, pixels of the 28x28 digit
+    backgrounds: tuple[str, ...] = BACKGROUNDS
+    texture_amplitude: float = 0.04  # RMS of the texture's brightness, 0-1
+    texture_sigma: float = 5.0  # its grain, pixels of the 128x128 frame
+
+    @property
+    def n_speakers(self) -> int:
+        return len(self.accents) * len(self.variants)
+
+    @property
+    def per_class(self) -> int:
+        """Distinct recordings per digit: the balanced set's n_d and the Zipf set's n_1."""
+        return self.n_speakers * self.takes
+
+    @property
+    def clip_spec(self) -> AvDigitsSpec:
+        """The clip construction of fallback pictures: the real one with the wider scale range."""
+        return replace(SPEC, digit_px=self.digit_px)
+
+
+FALLBACK = FallbackSpec()
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -141,15 +207,28 @@ class Sources:
     image_labels: np.ndarray  # (N,) int
     recordings: list[Recording]
     info: dict[str, Any]
+    fallback: FallbackSpec = FALLBACK  # how fallback ingredients are varied (only those in use)
 
     @property
     def speakers(self) -> list[str]:
         return sorted({r.speaker for r in self.recordings})
 
+    @property
+    def image_variants(self) -> bool:
+        """Fallback pictures: each clip gets its own variant of a base image, so a base image may serve twice."""
+        return self.info.get("images", {}).get("kind") == "sklearn-digits"
+
+    @property
+    def per_class(self) -> int:
+        """Clips per digit of the balanced set (and the Zipf set's largest class) for these sounds."""
+        return self.fallback.per_class if self.info.get("sounds", {}).get("kind") == "espeak-ng" else SPEC.per_class
+
     def per_class_capacity(self) -> int:
-        """The most clips every class can have: distinct recordings and distinct images both limit it."""
+        """The most clips every class can have: distinct recordings limit it, and distinct images unless varied."""
         recs = Counter(r.label for r in self.recordings)
         imgs = Counter(int(y) for y in self.image_labels)
+        if self.image_variants:
+            return min(recs.get(d, 0) if imgs.get(d, 0) else 0 for d in range(N_CLASSES))
         return min(min(recs.get(d, 0), imgs.get(d, 0)) for d in range(N_CLASSES))
 
 
@@ -207,25 +286,39 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     return out, digits.target.astype(np.int64)
 
 
-def espeak_speakers() -> list[tuple[str, int, int]]:
-    """The fallback speakers: (voice, speed, pitch) for every accent x variant, speeds and pitches spread."""
+def espeak_speakers(fallback: FallbackSpec = FALLBACK) -> list[tuple[str, int, int]]:
+    """The fallback speakers: (accent+variant, base speed, base pitch), every accent x variant.
+
+    Base speeds and pitches step through their 5 levels at different rates over accents and variants: all 25
+    (speed, pitch) pairs occur, and neither the accent nor the variant fixes the speed or the pitch.
+    """
     out = []
-    for i, voice in enumerate(ESPEAK_VOICES):
-        for j, variant in enumerate(ESPEAK_VARIANTS):
-            speed = ESPEAK_SPEEDS[(i + j) % len(ESPEAK_SPEEDS)]
-            pitch = ESPEAK_PITCHES[(i + 2 * j) % len(ESPEAK_PITCHES)]
-            out.append((f"{voice}+{variant}", speed, pitch))
+    for i, accent in enumerate(fallback.accents):
+        for j, variant in enumerate(fallback.variants):
+            speed = fallback.speeds[(i + j) % len(fallback.speeds)]
+            pitch = fallback.pitches[(i + 2 * j) % len(fallback.pitches)]
+            out.append((f"{accent}+{variant}", speed, pitch))
     return out
 
 
-def espeak_recordings() -> list[Recording]:
+def espeak_recordings(fallback: FallbackSpec = FALLBACK) -> list[Recording]:
+    """``takes`` recordings per speaker and digit, each with its own (speed, pitch) near the speaker's.
+
+    A fixed catalogue (the build seed only chooses from it, as it chooses FSDD files): the takes' offsets are
+    drawn without replacement from the jitter grid, so no two recordings are the same espeak-ng call.
+    """
+    span_s, span_p = 2 * fallback.speed_jitter + 1, 2 * fallback.pitch_jitter + 1
     recs = []
-    for voice, speed, pitch in espeak_speakers():
-        speaker = f"espeak:{voice}:s{speed}:p{pitch}"
+    for k, (voice, speed, pitch) in enumerate(espeak_speakers(fallback)):
+        speaker = f"espeak:{voice}"
         for d, word in enumerate(DIGIT_WORDS):
-            recs.append(
-                Recording(label=d, speaker=speaker, source_file=f"{speaker}:{word}", espeak=(voice, speed, pitch))
-            )
+            grid = np.random.default_rng([_ESPEAK_CATALOGUE, k, d]).choice(span_s * span_p, fallback.takes, False)
+            for g in sorted(int(g) for g in grid):
+                s = speed + g // span_p - fallback.speed_jitter
+                p = min(99, max(0, pitch + g % span_p - fallback.pitch_jitter))
+                recs.append(
+                    Recording(label=d, speaker=speaker, source_file=f"{speaker}:s{s}:p{p}:{word}", espeak=(voice, s, p))
+                )
     return recs
 
 
@@ -275,7 +368,8 @@ def resolve_sources(
         info["images"] = {
             "kind": "sklearn-digits",
             "count": len(images),
-            "note": "scikit-learn load_digits 8x8, upsampled to 20x20 in a 28x28 frame",
+            "note": "scikit-learn load_digits 8x8, upsampled to 20x20 in a 28x28 frame; every clip gets its own "
+            "variant (rotation, shear, aspect, elastic warp, stroke: labels.csv image_variant) and background",
             "licence": "CC BY 4.0 (UCI Optical Recognition of Handwritten Digits)",
         }
 
@@ -306,7 +400,8 @@ def resolve_sources(
             "kind": "espeak-ng",
             "version": version,
             "count": len(recordings),
-            "speakers": len(espeak_speakers()),
+            "speakers": FALLBACK.n_speakers,
+            "takes_per_speaker_and_digit": FALLBACK.takes,
         }
     for kind, path in missing.items():
         info[kind]["fallback_because_missing"] = path
@@ -344,16 +439,57 @@ def clip_id(variant: str, seed: int, index: int, length: int = 16) -> str:
 
 
 @dataclass(frozen=True)
+class ImageVariant:
+    """How a fallback clip varies its base image (``vary_image``) and what it is drawn on (``clip_background``).
+
+    Rounded when drawn, so that the ``image_variant`` column of labels.csv lists exactly what was rendered. The
+    elastic field's shape (not its size) and the background's colours come from the clip's own random stream.
+    """
+
+    stroke: float  # -1 thin .. +1 bold
+    rotate: float  # degrees, counter-clockwise
+    shear: float
+    aspect: float  # width / height
+    elastic: float  # RMS displacement, pixels of the 28x28 digit
+    background: str  # one of BACKGROUNDS
+
+    def describe(self) -> str:
+        return (
+            f"stroke={self.stroke:+.2f} rotate={self.rotate:+.1f} shear={self.shear:+.2f} "
+            f"aspect={self.aspect:.2f} elastic={self.elastic:.2f} background={self.background}"
+        )
+
+
+def draw_image_variant(rng: np.random.Generator, fallback: FallbackSpec = FALLBACK) -> ImageVariant:
+    f = fallback
+    return ImageVariant(
+        stroke=round(float(rng.uniform(*f.stroke)), 2),
+        rotate=round(float(rng.uniform(-f.rotate_deg, f.rotate_deg)), 1),
+        shear=round(float(rng.uniform(-f.shear, f.shear)), 2),
+        aspect=round(float(rng.uniform(*f.aspect)), 2),
+        elastic=round(float(rng.uniform(*f.elastic)), 2),
+        background=f.backgrounds[int(rng.integers(len(f.backgrounds)))],
+    )
+
+
+@dataclass(frozen=True)
 class ClipPlan:
     index: int  # position in the seeded shuffled order; seeds the clip's own randomness
     clip_id: str
     label: int
     recording: Recording
     image_index: int
+    image_variant: ImageVariant | None = None  # fallback pictures only
 
     @property
     def path(self) -> str:
         return f"{CLIPS_DIR}/{self.clip_id}.mp4"
+
+
+def _cycled_permutation(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
+    """``count`` draws from range(n): a permutation, then fresh ones, so each item serves at most ceil(count/n)."""
+    rounds = [rng.permutation(n) for _ in range(max(1, -(-count // n)))]
+    return np.concatenate(rounds)[:count]
 
 
 def plan_clips(
@@ -364,8 +500,12 @@ def plan_clips(
     limit_per_class: int | None = None,
     zipf_s: float = SPEC.zipf_s,
 ) -> list[ClipPlan]:
-    """Which recording and which (distinct) image each clip gets, in a seeded shuffled order."""
-    per_class = min(SPEC.per_class, sources.per_class_capacity())
+    """Which recording and which image each clip gets, in a seeded shuffled order.
+
+    Real images are distinct per clip. Fallback images (``sources.image_variants``) run through a seeded
+    permutation and start over when the clips outnumber them; every clip draws its own ``ImageVariant``.
+    """
+    per_class = min(sources.per_class, sources.per_class_capacity())
     if limit_per_class is not None:
         per_class = min(per_class, int(limit_per_class))
     counts = plan_counts(variant, seed, per_class, zipf_s=zipf_s)
@@ -375,15 +515,29 @@ def plan_clips(
         recs = sorted((r for r in sources.recordings if r.label == d), key=lambda r: r.source_file)
         imgs = np.flatnonzero(sources.image_labels == d)
         rec_pick = np.random.default_rng([seed, _STREAM_RECORDINGS, d]).permutation(len(recs))[: counts[d]]
-        img_pick = np.random.default_rng([seed, _STREAM_IMAGES, d]).permutation(len(imgs))[: counts[d]]
+        img_rng = np.random.default_rng([seed, _STREAM_IMAGES, d])
+        if sources.image_variants:
+            img_pick = _cycled_permutation(img_rng, len(imgs), counts[d])
+        else:
+            img_pick = img_rng.permutation(len(imgs))[: counts[d]]
         chosen += [(d, recs[r], int(imgs[i])) for r, i in zip(rec_pick, img_pick, strict=True)]
 
     order = np.random.default_rng([seed, _STREAM_CLIP_ORDER]).permutation(len(chosen))
     plans = []
     for index, k in enumerate(order):
         d, rec, img = chosen[k]
+        look = None
+        if sources.image_variants:
+            look = draw_image_variant(np.random.default_rng([seed, _STREAM_IMAGE_VARIANTS, index]), sources.fallback)
         plans.append(
-            ClipPlan(index=index, clip_id=clip_id(variant, seed, index), label=d, recording=rec, image_index=img)
+            ClipPlan(
+                index=index,
+                clip_id=clip_id(variant, seed, index),
+                label=d,
+                recording=rec,
+                image_index=img,
+                image_variant=look,
+            )
         )
     if len({p.clip_id for p in plans}) != len(plans):  # 64-bit ids: never expected
         raise RuntimeError("clip id collision")
@@ -453,9 +607,19 @@ def parse_wav_stream(data: bytes) -> tuple[np.ndarray, int]:
     raise SelaviError("espeak-ng produced a wav without format or data")
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)
 def synthesise(voice: str, speed: int, pitch: int, word: str) -> tuple[np.ndarray, int]:
-    """espeak-ng saying ``word``: one subprocess per (voice, speed, pitch, word), cached for the process."""
+    """``espeak_wave``, cached for the process (read-only arrays)."""
+    wave, rate = espeak_wave(voice, speed, pitch, word)
+    wave.setflags(write=False)
+    return wave, rate
+
+
+def espeak_wave(voice: str, speed: int, pitch: int, word: str) -> tuple[np.ndarray, int]:
+    """espeak-ng saying ``word``: one subprocess (~10 ms), deterministic for the same call and espeak-ng version.
+
+    The clip workers call it themselves, so that no process holds the whole set's speech at once.
+    """
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise SelaviError("espeak-ng is not installed (apt-get install espeak-ng)")
@@ -464,9 +628,7 @@ def synthesise(voice: str, speed: int, pitch: int, word: str) -> tuple[np.ndarra
         result = subprocess.run(cmd, capture_output=True, timeout=60, check=True)
     except (OSError, subprocess.SubprocessError) as err:
         raise SelaviError(f"espeak-ng failed for voice {voice}: {err}") from err
-    wave, rate = parse_wav_stream(result.stdout)
-    wave.setflags(write=False)
-    return wave, rate
+    return parse_wav_stream(result.stdout)
 
 
 # ------------------------------------------------------------------------------------------------ video
@@ -518,11 +680,13 @@ def render_frames(
     fg: tuple[int, int, int],
     bg: tuple[int, int, int],
     spec: AvDigitsSpec = SPEC,
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
     """(T, size, size, 3) uint8: the digit moving and zooming linearly from one random pose to another.
 
     The digit's side goes from s0 to s1 (both in ``digit_px``) while its centre goes from c0 to c1, each
     drawn so that the digit is inside the frame; the constraints are linear, so every frame in between is too.
+    The ink is drawn in ``fg`` on the flat colour ``bg``, or on ``background`` ((size, size, 3) uint8) if given.
     """
     from PIL import Image
 
@@ -543,8 +707,110 @@ def render_frames(
         k = src / side  # output pixel -> tile pixel
         affine = (k, 0.0, -(cx - side / 2) * k, 0.0, k, -(cy - side / 2) * k)
         alpha[t] = tile.transform((spec.size, spec.size), Image.Transform.AFFINE, affine, Image.Resampling.BILINEAR)
-    frames = np.take(palette, alpha, axis=0)  # (T, size, size, 3); ~10x faster than palette[alpha]
+    if background is None:
+        return np.take(palette, alpha, axis=0)  # (T, size, size, 3); ~10x faster than palette[alpha]
+    # PIL blends the ink colour over the background image with the coverage as mask (10x faster than numpy).
+    back = Image.fromarray(np.ascontiguousarray(background))
+    ink = Image.new("RGB", back.size, tuple(int(c) for c in fg))
+    frames = np.empty((spec.n_frames, spec.size, spec.size, 3), np.uint8)
+    for t in range(spec.n_frames):
+        frames[t] = np.asarray(Image.composite(ink, back, Image.fromarray(alpha[t])))
     return frames
+
+
+# --------------------------------------------------------------------------------------- fallback pictures
+def vary_image(
+    image: np.ndarray, variant: ImageVariant, rng: np.random.Generator, fallback: FallbackSpec = FALLBACK
+) -> np.ndarray:
+    """A (4(H+8), 4(W+8)) uint8 variant of a digit image: rotated, sheared, stretched, elastically warped, re-inked.
+
+    The image is upsampled 4x (bicubic) and resampled once through the affine map plus a smooth random
+    displacement field (Gaussian-filtered noise scaled to ``variant.elastic`` RMS pixels). The upsampled 8x8
+    digits are soft, so the stroke weight is a threshold on that soft ink: a low threshold thickens the strokes
+    (like a dilation), a high one thins them (like an erosion), with a smooth edge either way.
+    """
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    up, pad = 4, 4  # the padding leaves room for the corners of a rotated, sheared, stretched digit
+    image = np.pad(image, pad)
+    h, w = image.shape
+    big = Image.fromarray(image).resize((w * up, h * up), Image.Resampling.BICUBIC)
+    soft = np.asarray(big, np.float32) / 255.0
+    n_y, n_x = soft.shape
+    yy, xx = np.mgrid[0:n_y, 0:n_x].astype(np.float32)
+    cy, cx = (n_y - 1) / 2, (n_x - 1) / 2
+    y, x = yy - cy, xx - cx
+    # Output pixel -> source pixel: the inverse of (rotate . shear . stretch), about the centre.
+    theta = math.radians(variant.rotate)
+    stretch = np.diag([math.sqrt(variant.aspect), 1 / math.sqrt(variant.aspect)])  # (x, y); area kept
+    shear = np.array([[1.0, variant.shear], [0.0, 1.0]])
+    rot = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]])  # y points down
+    inv = np.linalg.inv(rot @ shear @ stretch)
+    src_x = inv[0, 0] * x + inv[0, 1] * y + cx
+    src_y = inv[1, 0] * x + inv[1, 1] * y + cy
+    if variant.elastic > 0:  # smooth noise on the small grid, upsampled: the same field at 1/16 of the cost
+        for grid in (src_x, src_y):
+            field = gaussian_filter(rng.standard_normal((h, w)), fallback.elastic_sigma, mode="wrap")
+            field *= variant.elastic * up / max(float(field.std()), 1e-6)
+            grid += np.asarray(Image.fromarray(field.astype(np.float32)).resize((n_x, n_y), Image.Resampling.BILINEAR))
+    warped = map_coordinates(soft, [src_y, src_x], order=1, mode="constant", cval=0.0)
+    # Stroke: the soft ink through a ramp centred on a threshold between 0.3 (bold) and 0.7 (thin).
+    threshold = 0.5 - 0.2 * variant.stroke
+    ink = np.clip((warped - threshold) / 0.2 + 0.5, 0.0, 1.0)
+    return np.rint(ink * 255.0).astype(np.uint8)
+
+
+def clip_background(
+    kind: str,
+    bg: tuple[int, int, int],
+    rng: np.random.Generator,
+    speaker_hue: float | None = None,
+    fallback: FallbackSpec = FALLBACK,
+) -> np.ndarray | None:
+    """A fallback clip's (size, size, 3) background: None for flat ``bg``, a linear gradient from ``bg`` to a
+    second dark colour in a random direction, or ``bg`` with a smooth brightness texture (static over the clip).
+    """
+    spec = fallback.clip_spec
+    n = spec.size
+    if kind == "flat":
+        return None
+    if kind == "gradient":
+        other = np.asarray(clip_colours(rng, speaker_hue, spec)[1], np.float32)
+        angle = rng.uniform(0, 2 * math.pi)
+        yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+        t = xx * math.cos(angle) + yy * math.sin(angle)
+        t = (t - t.min()) / (t.max() - t.min())
+        out = np.asarray(bg, np.float32) + t[..., None] * (other - np.asarray(bg, np.float32))
+    elif kind == "texture":
+        from scipy.ndimage import gaussian_filter
+
+        field = gaussian_filter(rng.standard_normal((n, n)).astype(np.float32), fallback.texture_sigma, mode="wrap")
+        field *= fallback.texture_amplitude * 255.0 / max(float(field.std()), 1e-6)
+        out = np.asarray(bg, np.float32) + field[..., None]
+    else:
+        raise SelaviError(f"background must be one of {', '.join(BACKGROUNDS)}, not {kind!r}")
+    return np.rint(out).clip(0, 255).astype(np.uint8)
+
+
+def render_fallback_frames(
+    image: np.ndarray,
+    variant: ImageVariant,
+    rng: np.random.Generator,
+    warp_rng: np.random.Generator,
+    speaker_hue: float | None = None,
+    fallback: FallbackSpec = FALLBACK,
+) -> np.ndarray:
+    """``render_frames`` for a fallback picture: the varied image, the wider scale range, the clip's background.
+
+    ``rng`` is the clip's stream (colours, then poses, as in the real build); ``warp_rng`` draws the elastic
+    field and the background's texture or gradient.
+    """
+    spec = fallback.clip_spec
+    fg, bg = clip_colours(rng, speaker_hue, spec)
+    varied = vary_image(image, variant, warp_rng, fallback)
+    background = clip_background(variant.background, bg, warp_rng, speaker_hue, fallback)
+    return render_frames(varied, rng, fg, bg, spec, background=background)
 
 
 # --------------------------------------------------------------------------------------------- encoding
@@ -555,7 +821,9 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, sp
     x264 runs on one thread so that the bytes do not depend on the machine's core count.
     """
     import av
+    from av.video.reformatter import VideoReformatter
 
+    to_yuv = VideoReformatter()  # one for all frames: a new one per frame (frame.reformat) costs 4x the time
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
         video = container.add_stream("libx264", rate=spec.fps)
         video.width, video.height = frames.shape[2], frames.shape[1]
@@ -566,7 +834,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, sp
         sound.bit_rate = spec.audio_bitrate
 
         for t, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+            rgb_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame = to_yuv.reformat(rgb_frame, format="yuv420p")
             frame.pts = t
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
@@ -589,21 +858,28 @@ class ClipJob:
     seed: int
     index: int
     image: np.ndarray
-    wav_path: str | None = None
-    wave: np.ndarray | None = None
-    wave_rate: int = 0
+    wav_path: str | None = None  # FSDD
+    espeak: tuple[str, int, int, str] | None = None  # (voice, speed, pitch, word): synthesised by the worker
     speaker_hue: float | None = None
+    image_variant: ImageVariant | None = None  # fallback pictures
+    fallback: FallbackSpec = FALLBACK
 
 
 def build_clip(job: ClipJob, spec: AvDigitsSpec = SPEC) -> int:
     """Render, encode and atomically write one clip; returns its size in bytes."""
     rng = np.random.default_rng([job.seed, _STREAM_CLIP, job.index])
-    fg, bg = clip_colours(rng, job.speaker_hue, spec)
-    frames = render_frames(job.image, rng, fg, bg, spec)
+    if job.image_variant is None:
+        fg, bg = clip_colours(rng, job.speaker_hue, spec)
+        frames = render_frames(job.image, rng, fg, bg, spec)
+    else:
+        warp_rng = np.random.default_rng([job.seed, _STREAM_IMAGE_WARP, job.index])
+        frames = render_fallback_frames(job.image, job.image_variant, rng, warp_rng, job.speaker_hue, job.fallback)
     if job.wav_path is not None:
         wave, rate = read_wav(job.wav_path)
+    elif job.espeak is not None:
+        wave, rate = espeak_wave(*job.espeak)
     else:
-        wave, rate = job.wave, job.wave_rate
+        raise ValueError("a clip job needs wav_path or espeak")
     audio = fit_audio(wave, rate, rng, spec)
     part = f"{job.path}.part"
     write_mp4(part, frames, audio, spec)
@@ -648,7 +924,34 @@ LICENSE_TEXT = {
 }
 
 
-def license_text(sources: dict[str, Any]) -> str:
+FALLBACK_KINDS = ("sklearn-digits", "espeak-ng")
+
+
+def fallback_construction(kinds: Sequence[str], fallback: FallbackSpec = FALLBACK) -> list[str]:
+    """How the fallback ingredients among ``kinds`` were turned into clips (for LICENSE.txt), from the spec."""
+    f = fallback
+    out = []
+    if "sklearn-digits" in kinds:
+        out.append(
+            "Pictures: each clip shows one of scikit-learn's 8x8 digits, upsampled (when a digit's clips outnumber "
+            "its images, an image is used again with another variant) and varied per clip: rotated up to "
+            f"{f.rotate_deg:g} degrees, sheared up to {f.shear:g}, stretched to a width/height of "
+            f"{f.aspect[0]:g}-{f.aspect[1]:g}, elastically warped (up to {f.elastic[1]:g} px RMS on the 28 px "
+            f"digit) and drawn thinner or bolder. Its longer side is {f.digit_px[0]}-{f.digit_px[1]} px of 128; it "
+            "pans and zooms slowly, in a light colour on a dark flat, gradient or lightly textured background "
+            "(the image_variant column of labels.csv lists each clip's variant)."
+        )
+    if "espeak-ng" in kinds:
+        out.append(
+            f"Speech: {f.n_speakers} synthetic speakers ({len(f.accents)} English accents x {len(f.variants)} "
+            f"espeak-ng voice variants, each with its own base speed and pitch) say every digit in {f.takes} takes "
+            f"at speeds within +-{f.speed_jitter} words per minute and pitches within +-{f.pitch_jitter} of the "
+            "speaker's; each take is resampled to 24 kHz, peak-normalised and placed in 2 s of silence."
+        )
+    return out
+
+
+def license_text(sources: dict[str, Any], fallback: FallbackSpec = FALLBACK) -> str:
     kinds = [sources["images"]["kind"], sources["sounds"]["kind"]]
     share_alike = [k for k in kinds if k in ("fsdd", "mnist")]
     lines = [
@@ -657,6 +960,9 @@ def license_text(sources: dict[str, Any]) -> str:
         *[f"- {LICENSE_TEXT[k]}" for k in kinds],
         "",
     ]
+    made = fallback_construction(kinds, fallback)
+    if made:
+        lines += ["How the clips were made (zero-download fallback sources):", *[f"- {m}" for m in made], ""]
     if share_alike:
         lines += [
             "This data set is a derivative of share-alike works ("
@@ -672,9 +978,15 @@ def license_text(sources: dict[str, Any]) -> str:
 
 
 def _settings(
-    variant: str, seed: int, limit: int | None, zipf_s: float, speaker_palette: bool, sources: dict[str, Any]
+    variant: str,
+    seed: int,
+    limit: int | None,
+    zipf_s: float,
+    speaker_palette: bool,
+    sources: dict[str, Any],
+    fallback: FallbackSpec = FALLBACK,
 ) -> dict[str, Any]:
-    return {
+    settings = {
         "format_version": FORMAT_VERSION,
         "variant": variant,
         "seed": seed,
@@ -684,6 +996,21 @@ def _settings(
         "sources": sources,
         "spec": asdict(SPEC),
     }
+    if any(sources[k]["kind"] in FALLBACK_KINDS for k in ("images", "sounds")):
+        settings["fallback"] = asdict(fallback)  # only here: a real build's settings (and manifest) do not change
+    return settings
+
+
+#: Settings a user chooses; a fallback build that matches them but was made by an older FallbackSpec is stale.
+_REQUEST_KEYS = ("format_version", "variant", "seed", "limit_per_class", "zipf_s", "speaker_palette")
+
+
+def _stale_fallback(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """``old`` is a fallback build of the same request, from other fallback sources or an older construction."""
+    if "fallback" not in new or any(old.get(k) != new.get(k) for k in _REQUEST_KEYS):
+        return False
+    kinds = [old.get("sources", {}).get(k, {}).get("kind") for k in ("images", "sounds")]
+    return kinds == [new["sources"][k]["kind"] for k in ("images", "sounds")]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -697,16 +1024,27 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _labels_csv(plans: list[ClipPlan]) -> str:
+    """LABEL_COLUMNS, plus ``image_variant`` when the pictures are fallback variants."""
+    varied = any(p.image_variant is not None for p in plans)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(LABEL_COLUMNS)
+    writer.writerow(FALLBACK_LABEL_COLUMNS if varied else LABEL_COLUMNS)
     for p in sorted(plans, key=lambda p: p.path):  # sorted by the opaque name: row order says nothing
-        writer.writerow([p.path, str(p.label), p.recording.speaker, p.image_index, p.recording.source_file, "train"])
+        row = [p.path, str(p.label), p.recording.speaker, p.image_index, p.recording.source_file, "train"]
+        if varied:
+            row.append(p.image_variant.describe() if p.image_variant is not None else "")
+        writer.writerow(row)
     return buf.getvalue()
 
 
-def _prepare_out_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
-    """The existing manifest when ``out`` holds a build with these settings; raises on a conflicting folder."""
+def _prepare_out_dir(
+    out: Path, settings: dict[str, Any], overwrite: bool, notes: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The existing manifest when ``out`` holds a build with these settings; raises on a conflicting folder.
+
+    A fallback build of the same request made by an older construction is replaced without ``overwrite`` (it is
+    generated data, and `selavi demo-data OUT` should give the current fallback set); a note says so.
+    """
     manifest_path = out / MANIFEST_FILE
     if manifest_path.is_file():
         try:
@@ -715,8 +1053,12 @@ def _prepare_out_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> di
             raise SelaviError(f"{manifest_path} is unreadable ({err}); delete the folder or choose another") from err
         if manifest.get("settings") == _jsonable(settings):
             return manifest
+        old = manifest.get("settings", {})
+        if not overwrite and _stale_fallback(old, _jsonable(settings)):
+            overwrite = True
+            if notes is not None:
+                notes.append(f"replaced the fallback build in {out}: it was made by an older fallback construction")
         if not overwrite:
-            old = manifest.get("settings", {})
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != _jsonable(settings).get(k))
             raise SelaviError(
                 f"{out} holds an AV-digits build with other settings ({', '.join(diff)} differ); "
@@ -751,8 +1093,8 @@ def build_avdigits(
 ) -> BuildResult:
     """Build (or resume, or confirm) the AV-digits set in ``out_dir``; see the module docstring.
 
-    Writes ``clips/<id>.mp4``, ``labels.csv`` (path,label,speaker,mnist_index,source_file,split),
-    ``LICENSE.txt`` and, last, ``manifest.json``. A folder already complete with the same settings is left
+    Writes ``clips/<id>.mp4``, ``labels.csv`` (path,label,speaker,mnist_index,source_file,split, and
+    image_variant for fallback pictures), ``LICENSE.txt`` and, last, ``manifest.json``. A folder already complete with the same settings is left
     untouched (``skipped``); an interrupted build with the same settings resumes, keeping the clips it wrote.
     """
     started = time.perf_counter()
@@ -760,7 +1102,7 @@ def build_avdigits(
     if limit_per_class is not None and limit_per_class < 1:
         raise SelaviError("--limit-per-class must be at least 1")
     src = resolve_sources(fsdd, mnist, sources)
-    settings = _settings(variant, seed, limit_per_class, zipf_s, speaker_palette, src.info)
+    settings = _settings(variant, seed, limit_per_class, zipf_s, speaker_palette, src.info, src.fallback)
     plans = plan_clips(src, variant, seed, limit_per_class=limit_per_class, zipf_s=zipf_s)
     counts = {str(d): n for d, n in sorted(Counter(p.label for p in plans).items())}
     result = BuildResult(out_dir=Path(out_dir), n_clips=len(plans), counts=counts, sources=src.info)
@@ -772,7 +1114,7 @@ def build_avdigits(
             )
 
     out = Path(out_dir)
-    existing = _prepare_out_dir(out, settings, overwrite)
+    existing = _prepare_out_dir(out, settings, overwrite, result.notes)
     clips_dir = out / CLIPS_DIR
     if existing is not None and existing.get("complete") and all((out / p.path).is_file() for p in plans):
         result.skipped = True
@@ -787,11 +1129,9 @@ def build_avdigits(
     if len(todo) < len(plans):
         result.notes.append(f"resumed: {len(plans) - len(todo)} clips were already written")
     hues = speaker_hues(src.speakers, seed) if speaker_palette else {}
-    waves = _synthesise_all(todo, workers, show_progress)
     jobs = []
     for p in todo:
         rec = p.recording
-        wave, rate = waves.get(rec.source_file, (None, 0))
         jobs.append(
             ClipJob(
                 path=str(out / p.path),
@@ -799,16 +1139,17 @@ def build_avdigits(
                 index=p.index,
                 image=src.images[p.image_index],
                 wav_path=rec.path,
-                wave=wave,
-                wave_rate=rate,
+                espeak=(*rec.espeak, DIGIT_WORDS[rec.label]) if rec.espeak is not None else None,
                 speaker_hue=hues.get(rec.speaker),
+                image_variant=p.image_variant,
+                fallback=src.fallback,
             )
         )
     say(f"building {len(jobs)} clips ({variant}, seed {seed}) into {out}")
     result.built = _run_jobs(jobs, workers, show_progress)
 
     _write_atomic(out / LABELS_FILE, _labels_csv(plans))
-    _write_atomic(out / LICENSE_FILE, license_text(src.info))
+    _write_atomic(out / LICENSE_FILE, license_text(src.info, src.fallback))
     result.bytes = sum((out / p.path).stat().st_size for p in plans)
     manifest = {
         "dataset": "av-digits",
@@ -827,27 +1168,6 @@ def build_avdigits(
     _write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2))
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _synthesise_all(
-    todo: list[ClipPlan], workers: int | None, show_progress: bool
-) -> dict[str, tuple[np.ndarray, int]]:
-    """espeak-ng speech for the fallback clips: one subprocess per (voice, digit), run in parallel threads."""
-    from .progress import progress
-
-    recs = [p.recording for p in todo if p.recording.espeak is not None]
-    if not recs:
-        return {}
-
-    def one(rec: Recording) -> tuple[str, tuple[np.ndarray, int]]:
-        voice, speed, pitch = rec.espeak
-        return rec.source_file, synthesise(voice, speed, pitch, DIGIT_WORDS[rec.label])
-
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        items = pool.map(one, recs)
-        if show_progress:
-            items = progress(items, total=len(recs), desc="speech (espeak-ng)", unit="word")
-        return dict(items)
 
 
 def _run_jobs(jobs: list[ClipJob], workers: int | None, show_progress: bool) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .config import RefineSpec, SinkhornSpec
+from .constraints import FixedRows, constrained_sinkhorn
 from .errors import SelaviError
 from .inference import head_log_posteriors, joint_log_posterior
 from .metrics import nmi
@@ -48,11 +49,13 @@ def label_heads(
     audio_weight: float,
     sinkhorn: SinkhornSpec,
     device: torch.device,
+    fixed: FixedRows | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """Sinkhorn labels (N, H) of every head from its eval posteriors, and the iterations each took.
 
     ``marginal(h, mass)`` gives head h's target cluster distribution from its current column mass, so the
-    caller's prior (rank-matched draws included) applies exactly as in training.
+    caller's prior (rank-matched draws included) applies exactly as in training. ``fixed`` pins rows to
+    clusters in every head (human labels, ``selavi_core.constraints``); the rest share what the pins leave.
     """
     labels = np.empty((len(fv), model.heads), np.int64)
     iters = []
@@ -60,7 +63,11 @@ def label_heads(
         lv, la = head_log_posteriors(model, fv, fa, h, device)
         log_p = joint_log_posterior(lv, la, audio_weight)
         mass = column_mass(log_p, power=1.0 if la is None else 2.0)
-        res = sinkhorn_knopp(log_p, marginal(h, mass), lam=sinkhorn.lam, tol=sinkhorn.tol, max_iter=sinkhorn.max_iter)
+        kw = {"lam": sinkhorn.lam, "tol": sinkhorn.tol, "max_iter": sinkhorn.max_iter}
+        if fixed is not None:
+            res = constrained_sinkhorn(log_p, marginal(h, mass), fixed, **kw)
+        else:
+            res = sinkhorn_knopp(log_p, marginal(h, mass), **kw)
         labels[:, h] = res.labels
         iters.append(int(res.n_iter))
     return labels, iters
@@ -106,11 +113,13 @@ def refine_heads(
     weight_decay: float = 0.0,
     truth: np.ndarray | None = None,
     log: Callable[[str], None] = print,
+    fixed: FixedRows | None = None,
 ) -> list[dict]:
     """Run ``spec.rounds`` rounds of label-then-fit on the heads of ``model`` (in place); one record a round.
 
     ``fv``/``fa`` are the pooled features of every clip (float32, eval mode). ``truth`` (codes, -1 for
-    unknown) adds the NMI of the labels to each record. Encoders are not touched.
+    unknown) adds the NMI of the labels to each record. ``fixed`` pins rows to clusters in every labelling
+    (``label_heads``). Encoders are not touched.
     """
     check_refine_spec(spec)
     if len(fv) < 2:
@@ -124,7 +133,7 @@ def refine_heads(
     previous = None
     for r in range(spec.rounds):
         t0 = time.time()
-        labels, iters = label_heads(model, fv, fa, marginal, spec.audio_weight, sinkhorn, device)
+        labels, iters = label_heads(model, fv, fa, marginal, spec.audio_weight, sinkhorn, device, fixed)
         loss = fit_heads(
             model, tv, ta, torch.from_numpy(labels).to(device), optimizer, spec.epochs, spec.batch_size, rng
         )
@@ -134,6 +143,8 @@ def refine_heads(
             "sk_iters_mean": float(np.mean(iters)),
             "loss": round(loss, 4),
         }
+        if fixed is not None:
+            record["fixed_rows"] = fixed.n_fixed
         if previous is not None:
             record["stability_nmi"] = round(float(nmi(previous[:, 0], labels[:, 0])), 4)
         if known is not None and known.any():

@@ -12,6 +12,8 @@ Studio and the label store. Layout (all arrays row-aligned with ``clips.parquet`
     RUN_DIR/assignments/margin.npy        float32 (N, H) that probability minus the second best
     RUN_DIR/features/video.npy            float16 (N, Dv) pooled encoder features
     RUN_DIR/features/audio.npy            float16 (N, Da)
+    RUN_DIR/features/raw_video.npy        float32 (N, 1024) raw-input features for the no-learning baselines
+    RUN_DIR/features/raw_audio.npy        float32 (N, 2 n_mels)  (selavi_core/raw_features.py; written by assignment)
     RUN_DIR/priors.npy                    float64 (H, K) target cluster marginal each head was trained with
 
 Arrays are plain ``.npy`` so readers memory-map them: opening a 200,000-clip run costs milliseconds

@@ -41,7 +41,9 @@ from .alignment import align_permutation, apply_permutation_to_linear
 from .catalog import catalog_hash, load_catalog
 from .checkpoint import load_checkpoint, save_checkpoint
 from .clipcache import build_cache
-from .config import Preset
+from .config import Preset, planned_epochs
+from .constraints import LabelConstraints, constrained_sinkhorn
+from .contrast import CrossModalProjector, TrainingNet, check_contrast_spec, correspondence_loss
 from .data import BatchMaker
 from .errors import SelaviError
 from .inference import (
@@ -137,6 +139,7 @@ class Trainer:
         ctx: Context,
         prior: str | None = None,
         log=print,
+        constraints: LabelConstraints | None = None,
     ):
         self.catalog_dir, self.out = Path(catalog_dir), Path(out_dir)
         self.preset, self.ctx, self.log = preset, ctx, log if ctx.main else (lambda *a, **k: None)
@@ -173,6 +176,16 @@ class Trainer:
         self.gt = None if labels.isna().all() else np.asarray(pd.Categorical(labels).codes, dtype=np.int64)
         self.clip_ids = ids
         self.clusters = preset.model.clusters or (int(labels.nunique()) if self.gt is not None else 100)
+        # human labels of another run (--labels-from): their rows keep one cluster per label in every labelling
+        self.constraints = constraints
+        self.fixed = None if constraints is None else constraints.for_rows(ids, self.clusters)
+        self.constraints_info = None if constraints is None else constraints.summary(self.fixed)
+        if self.constraints_info is not None:
+            info = self.constraints_info
+            self.log(
+                f"labels from {info.get('run_dir', '?')} (head {info.get('head', '?')}): {len(constraints.names)} "
+                f"names, {info['fixed_rows']} clips pinned, {info['ignored_clips']} labelled clips not in this training"
+            )
         self.maker = BatchMaker(self.cache, preset)
         self.bf16 = preset.cpu_bf16 and ctx.device.type == "cpu" and bf16_supported()
         torch.manual_seed(preset.optim.seed + ctx.rank)
@@ -184,10 +197,16 @@ class Trainer:
         self.channels_last = ctx.device.type == "cpu"  # 10-15% faster on CPU, with or without bf16
         if self.channels_last:
             self.model = to_channels_last(self.model)
-        self.net = self.model
+        check_contrast_spec(preset.contrast)
+        self.projector = None
+        if preset.contrast.weight > 0:
+            self.projector = CrossModalProjector(preset.model.video_dim, preset.model.audio_dim, preset.contrast)
+            self.projector.to(ctx.device)
+        # one module for the training forward (logits and projections), so one DDP wrapper syncs both
+        self.net = TrainingNet(self.model, self.projector)
         if ctx.distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+                self.net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
             )
         self.state = TrainState()
         self.optimizer = self._optimizer()
@@ -203,6 +222,8 @@ class Trainer:
         audio, other = [], []
         for name, param in self.model.named_parameters():
             (audio if name.startswith(("audio_network.", "mlp_a")) else other).append(param)
+        if self.projector is not None:
+            other += list(self.projector.parameters())
         groups = ({"params": other, "scale": 1.0}, {"params": audio, "scale": self.preset.optim.audio_lr_scale})
         return [g for g in groups if g["params"]]
 
@@ -226,6 +247,11 @@ class Trainer:
         lr = target if o.warmup_epochs <= 0 else o.lr + (target - o.lr) * min(1.0, epoch / o.warmup_epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["scale"]
+
+    @property
+    def epochs(self) -> int:
+        """Epochs of this run: the preset's, or more on a small set (``OptimSpec.train_samples``)."""
+        return planned_epochs(self.preset.optim, len(self.rows))
 
     @property
     def batches_per_epoch(self) -> int:
@@ -304,7 +330,7 @@ class Trainer:
         s = self.preset.schedule
         if s.audio_weight_final is None:
             return s.audio_weight
-        total = self.total_iters or self.preset.optim.epochs * self.batches_per_epoch
+        total = self.total_iters or self.epochs * self.batches_per_epoch
         done = min(1.0, self.state.iteration / max(1, total))
         return s.audio_weight + (s.audio_weight_final - s.audio_weight) * done
 
@@ -371,10 +397,13 @@ class Trainer:
                 mass = self._allreduce(column_mass(log_p, power=1.0 if la is None else 2.0))
                 marginal = self._broadcast_array(np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64))
                 st.marginals[h] = marginal
-                if self.ctx.distributed:
-                    res = sinkhorn_knopp_distributed(log_p, marginal, lam=sk.lam, tol=sk.tol, max_iter=sk.max_iter)
+                solver = sinkhorn_knopp_distributed if self.ctx.distributed else sinkhorn_knopp
+                if self.fixed is not None:  # pinned rows keep their cluster; the rest share what they leave
+                    fixed = self.fixed.shard(block)
+                    res = constrained_sinkhorn(log_p, marginal, fixed, solver=solver, lam=sk.lam, tol=sk.tol,
+                                               max_iter=sk.max_iter)  # fmt: skip
                 else:
-                    res = sinkhorn_knopp(log_p, marginal, lam=sk.lam, tol=sk.tol, max_iter=sk.max_iter)
+                    res = solver(log_p, marginal, lam=sk.lam, tol=sk.tol, max_iter=sk.max_iter)
                 labels[block, h] = res.labels
                 stats.append(int(res.n_iter))
                 if la is not None:  # does each modality predict the labels? (one dominating is a trap)
@@ -391,8 +420,17 @@ class Trainer:
             "seconds": round(time.time() - t0, 2),
             "sk_iters_mean": float(np.mean(stats)),
             "clusters_used_head0": int(len(np.unique(labels[:, 0]))),
+            # the largest cluster's share of the clips, averaged over heads (1/K when sizes are even;
+            # near 1 when one cluster swallows the data)
+            "largest_share": round(
+                float(np.mean([np.bincount(labels[:, h], minlength=self.clusters).max() for h in range(heads)]))
+                / n_total,
+                4,
+            ),
             "audio_weight": round(w_audio, 4),
         }
+        if self.fixed is not None:
+            record["fixed_rows"] = self.fixed.n_fixed
         if self.model.fusion == "augment":
             agreement = self._allreduce(agree) / (n_total * heads)
             record["agree_video"], record["agree_audio"] = (round(float(x), 4) for x in agreement)
@@ -418,11 +456,18 @@ class Trainer:
                         new = np.logaddexp(np.log(m) + mem[:, rows_pos], np.log1p(-m) + new)
                     mem[:, rows_pos] = new
 
-    def _loss(self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor, rows_pos: np.ndarray) -> torch.Tensor:
-        out_a, out_b = self.net(video, audio)
+    def _loss(
+        self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor, rows_pos: np.ndarray
+    ) -> tuple[torch.Tensor, float | None]:
+        """The training loss, and the correspondence loss alone (None when it is off) for the log."""
+        out_a, out_b, z = self.net(video, audio)
         if self.memory is not None:
             self._remember(rows_pos, out_a, out_b)
-        return self_label_loss(out_a, out_b, y)
+        loss = self_label_loss(out_a, out_b, y)
+        if z is None:
+            return loss, None
+        nce = correspondence_loss(z[0], z[1], self.preset.contrast.temperature)
+        return loss + self.preset.contrast.weight * nce, float(nce.detach())
 
     @torch.no_grad()
     def bn_warmup(self) -> None:
@@ -453,7 +498,7 @@ class Trainer:
             st.epoch = epoch
             self._set_lr(epoch)
             order = self._epoch_order(epoch)
-            losses = []
+            losses, nces = [], []
             bar = progress(range(per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
             for b in bar:
                 if points and st.iteration >= points[0]:
@@ -466,7 +511,7 @@ class Trainer:
                 video, audio = to_device(video, audio, self.ctx.device, self.channels_last)
                 y = torch.from_numpy(st.labels[rows_pos]).to(self.ctx.device)
                 with autocast_context(self.ctx.device, self.bf16):
-                    loss = self._loss(video, audio, y, rows_pos)
+                    loss, nce = self._loss(video, audio, y, rows_pos)
                 if not torch.isfinite(loss):
                     raise SelaviError(
                         f"training diverged at epoch {epoch + 1}, batch {b + 1} (loss {float(loss)}); "
@@ -476,6 +521,8 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 losses.append(float(loss.detach()))
+                if nce is not None:
+                    nces.append(nce)
                 st.iteration += 1
             record = {
                 "epoch": epoch + 1,
@@ -483,6 +530,8 @@ class Trainer:
                 "seconds": round(time.time() - t_start, 1),
                 "labellings": st.n_labellings,
             }
+            if nces:
+                record["contrast_loss"] = round(float(np.mean(nces)), 4)
             last = st.history[-1] if st.history else {}
             for key in ("stability_nmi", "nmi_gt_head0", "nmi_gt_best"):
                 if key in last:
@@ -536,6 +585,7 @@ class Trainer:
                 weight_decay=self.preset.optim.weight_decay,
                 truth=self.gt,
                 log=self.log,
+                fixed=self.fixed,
             )
             st.history.extend(records)
             with open(self.out / LOG_NAME, "a") as f:
@@ -569,6 +619,8 @@ class Trainer:
             "clip_ids": json.dumps(list(map(str, self.clip_ids))),
             "rng": json.dumps({"rng": self.rng.bit_generator.state, "shared": self.shared_rng.bit_generator.state}),
             "torch_rng": torch.get_rng_state(),
+            "labels_from": None if self.constraints_info is None else json.dumps(self.constraints_info),
+            "projector": None if self.projector is None else self.projector.state_dict(),
         }
         save_checkpoint(
             self.out / CHECKPOINT_NAME,
@@ -589,6 +641,8 @@ class Trainer:
         if extra.get("catalog_hash") != self.catalog_hash:
             raise SelaviError(f"{path} was trained on another catalog; use a new --out or delete the checkpoint")
         self.model.load_state_dict(ckpt["model"])
+        if self.projector is not None and extra.get("projector") is not None:
+            self.projector.load_state_dict(extra["projector"])
         if ckpt.get("optimizer"):
             self.optimizer.load_state_dict(ckpt["optimizer"])
         st = self.state
@@ -616,8 +670,13 @@ def train(
     prior: str | None = None,
     resume: bool = False,
     log=print,
+    constraints: LabelConstraints | None = None,
 ) -> Path:
-    """Train SeLaVi on a catalog and write the run folder (checkpoint, log, assignments)."""
+    """Train SeLaVi on a catalog and write the run folder (checkpoint, log, assignments).
+
+    ``constraints`` (``LabelConstraints.from_run(RUN1)``) pins the clips people labelled in another run to one
+    cluster per label name in every labelling; run.json's ``extra["labels_from"]`` records where they came from.
+    """
     from .assign import write_assignments
 
     ctx = setup_context(device)
@@ -629,13 +688,14 @@ def train(
                 (out / stale).unlink(missing_ok=True)
     if ctx.distributed:
         dist.barrier()
-    trainer = Trainer(catalog_dir, out, preset, ctx=ctx, prior=prior, log=log)
+    trainer = Trainer(catalog_dir, out, preset, ctx=ctx, prior=prior, log=log, constraints=constraints)
     if resume:
         trainer.resume()
     if ctx.main:
         (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))
     t0 = time.time()
-    trainer.fit(preset.optim.epochs)
+    trainer.log(f"training {trainer.epochs} epochs of {len(trainer.rows)} clips")
+    trainer.fit(trainer.epochs)
     features = trainer.refine()
     seconds = time.time() - t0
     if ctx.main:
@@ -651,7 +711,11 @@ def train(
             priors=trainer.state.marginals,
             prior=prior or preset.schedule.prior,
             source="train",
-            extra={"train_seconds": round(seconds, 1), "epochs": preset.optim.epochs},
+            extra={
+                "train_seconds": round(seconds, 1),
+                "epochs": trainer.epochs,
+                **({} if trainer.constraints_info is None else {"labels_from": trainer.constraints_info}),
+            },
             features=features,
         )
     if ctx.distributed:

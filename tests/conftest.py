@@ -49,3 +49,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 real 2 s H.264/AAC clips of two visual/audio patterns, ingested through the CLI (tests/tiny_training.py)."""
+    from tiny_training import make_tiny_catalog
+
+    return make_tiny_catalog(tmp_path_factory.mktemp("tiny_src"), tmp_path_factory.mktemp("tiny_catalog"))

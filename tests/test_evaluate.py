@@ -17,6 +17,7 @@ from selavi_core.catalog import CATALOG_COLUMNS, catalog_hash
 from selavi_core.cli import main
 from selavi_core.errors import RunError
 from selavi_core.evaluate import evaluate_run, format_table, kmeans_labels, kmeans_runs
+from selavi_core.raw_features import save_raw_features
 from selavi_core.run import Run, RunMeta, write_run
 
 CLASSES = ["bird", "car", "dog", "drum", "rain", "siren"]
@@ -229,3 +230,39 @@ def test_kmeans_finds_many_separated_blobs() -> None:
     x = rng.normal(size=(40, 64))[y] * 3 + rng.normal(size=(4_000, 64)) * 0.3
     labels = kmeans_labels(x, 40, seed=0, nredo=1)
     assert normalized_mutual_info_score(y, labels) > 0.99
+
+
+def test_old_run_without_raw_features_says_how_to_get_them(result: dict, synthetic: SyntheticRun) -> None:
+    """A run folder from before raw features evaluates as before, and says in one line why raw baselines are missing."""
+    assert not (synthetic.dir / "features" / "raw_video.npy").exists()
+    assert "selavi assign" in result["raw_baselines_skipped"]
+    assert not any(b["kind"].startswith("kmeans-raw") for b in result["baselines"])
+    lines = [line for line in format_table(result).splitlines() if "raw" in line]
+    assert len(lines) == 1 and lines[0].startswith("raw-input baselines skipped") and "selavi assign" in lines[0]
+
+
+def test_raw_baselines_cluster_the_raw_blocks(tmp_path: Path) -> None:
+    """Raw blocks with planted classes (video) and none (audio): the raw baselines score them like any k-means."""
+    planted = _make_run(tmp_path / "ok", seed=2)
+    n = len(planted.labels)
+    y = pd.Categorical(pd.read_parquet(Path(planted.dir).parent / "catalog" / "clips.parquet")["label"]).codes
+    rng = np.random.default_rng(3)
+    # video: class blobs, two dimensions of loud noise that would decide k-means without the per-dimension
+    # standardisation (NMI ~0.01), and an offset
+    video = (rng.normal(size=(len(CLASSES), 48)) * 3)[np.maximum(y, 0)] + rng.normal(size=(n, 48))
+    video = np.concatenate([video, rng.normal(size=(n, 2)) * 1000], axis=1) + 100
+    save_raw_features(planted.dir, {"video": video, "audio": rng.normal(size=(n, 10))})
+    out = evaluate_run(planted.dir, kmeans_redo=1)
+    assert "raw_baselines_skipped" not in out
+    by_kind = {b["kind"]: b for b in out["baselines"]}
+    assert by_kind["kmeans-raw-video"]["nmi"] > 0.95
+    assert by_kind["kmeans-raw-audio"]["nmi"] < 0.1  # noise
+    assert 0.0 <= by_kind["kmeans-raw-concat"]["nmi"] <= 1.0
+    assert [b["kind"] for b in out["baselines"]][-3:] == ["kmeans-raw-video", "kmeans-raw-audio", "kmeans-raw-concat"]
+
+    # raw blocks that do not match the run's clips (a run rewritten by other means) are not used
+    stale = _make_run(tmp_path / "stale", seed=4)
+    save_raw_features(stale.dir, {"video": video[:-1], "audio": rng.normal(size=(n - 1, 10))})
+    out = evaluate_run(stale.dir, kmeans_redo=1)
+    assert f"{n} clips" in out["raw_baselines_skipped"] and "selavi assign" in out["raw_baselines_skipped"]
+    assert len(out["baselines"]) == 5

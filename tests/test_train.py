@@ -9,50 +9,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from media_factory import make_video
+from tiny_training import N_CLIPS, TINY
 
 from selavi_core.checkpoint import load_checkpoint
 from selavi_core.cli import main
-from selavi_core.config import CPU_SMALL, CacheSpec, ModelSpec, OptimSpec, ScheduleSpec, VideoSpec
+from selavi_core.config import ModelSpec
 from selavi_core.errors import SelaviError
 from selavi_core.inference import to_device
 from selavi_core.run import Run
 from selavi_core.train import Context, Trainer, schedule_points, train
-
-N_CLIPS = 24
-
-#: The cpu-small code path at toy size, so a whole training run takes seconds.
-TINY = CPU_SMALL.with_overrides(
-    video={"num_frames": 4, "crop": 24, "train_short_side": (26, 30)},
-    cache={"fps": 4.0, "short_side": 28},
-    model={"video_widths": (8, 8, 16, 16), "audio_widths": (8, 8, 16, 16), "heads": 3, "clusters": 2},
-    optim={"epochs": 2, "batch_size": 6},
-    schedule={"n_opts": 4, "bn_warmup_batches": 2, "align_proposals": 300, "align_patience": 50},
-)
-assert isinstance(TINY.video, VideoSpec) and isinstance(TINY.cache, CacheSpec)
-assert (
-    isinstance(TINY.model, ModelSpec) and isinstance(TINY.optim, OptimSpec) and isinstance(TINY.schedule, ScheduleSpec)
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 real 2 s H.264/AAC clips of two visual/audio patterns, ingested through the CLI."""
-    root = tmp_path_factory.mktemp("tiny_src")
-    rows = []
-    for i in range(N_CLIPS):
-        cls = i % 2
-        path = make_video(
-            root / f"c{i:02d}.mp4", duration=2.0, fps=12, size=(48, 36), seed=cls * 100 + i, sample_rate=16_000
-        )
-        rows.append({"path": path.name, "label": f"class{cls}"})
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
-    out = tmp_path_factory.mktemp("tiny_catalog")
-    assert main(["ingest", str(root), "--format", "csv", "--out", str(out)]) == 0
-    return out
 
 
 def test_schedule_points_follow_the_power_law():
@@ -187,7 +154,6 @@ def test_cached_log_mel_windows_equal_log_mel_of_the_window(tiny_catalog: Path):
 def test_assign_reads_an_official_layout_checkpoint(tiny_catalog: Path, tmp_path: Path):
     """A state dict in the official SeLaVi layout (DDP `module.` keys, `dist`, `selflabels`) assigns with the
     paper preset's inputs; the run records the official Gaussian draws as its priors."""
-    from selavi_core.config import ModelSpec
     from selavi_core.models import SeLaViModel
 
     spec = ModelSpec(video_widths=(8, 8, 16, 16), audio_widths=(8, 8, 16, 16), heads=2)
@@ -222,13 +188,13 @@ def test_audio_lr_scale_slows_only_the_audio_side(tiny_catalog: Path, tmp_path: 
     )
     groups = trainer.optimizer.param_groups
     assert sorted(g["lr"] for g in groups) == pytest.approx([lr * scale, lr])
-    assert sum(len(g["params"]) for g in groups) == len(list(trainer.model.parameters()))
+    assert sum(len(g["params"]) for g in groups) == len(list(trainer.net.parameters()))  # model + projector
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     rows = np.arange(TINY.optim.batch_size)
     video, audio = trainer.maker.batch(trainer.rows[rows], train=True, rng=np.random.default_rng(0))
     y = torch.from_numpy(np.random.default_rng(1).integers(0, 2, (len(rows), trainer.model.heads)))
     trainer.net.train()
-    loss = trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y, rows)
+    loss, _ = trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y, rows)
     trainer.optimizer.zero_grad()
     loss.backward()
     trainer.optimizer.step()

@@ -1,4 +1,5 @@
-"""Overview: the data set in numbers, the evaluation table, cluster sizes against the prior, which head first."""
+"""Overview: the data set in numbers, the training curves and their warnings, the evaluation table, cluster sizes
+against the prior, which head first."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import plotly.graph_objects as go
 import streamlit as st
 import studio_ui as ui
 
+from selavi_core.diagnostics import (
+    agreement_threshold,
+    assess_training,
+    load_run_training,
+    swallow_threshold,
+    target_largest_share,
+)
 from selavi_core.studio.evaluation import evaluation_table
 
 ref, sr, head = ui.context()
@@ -21,6 +29,83 @@ summary = sr.dataset_summary()
 cols = st.columns(4)
 for i, (name, value) in enumerate(summary.items()):
     cols[i % 4].metric(name, f"{value:,}" if isinstance(value, int) else str(value))
+
+st.subheader("Training")
+curves = load_run_training(sr.run.dir)
+if curves is None:
+    st.caption("No training log in this run folder (a run made by `selavi assign` has none), so no training curves.")
+else:
+    for w in assess_training(curves):
+        st.warning(f"**{w.message}** {w.advice}", icon=":material/warning:")
+    lab, ep, rounds = curves.labellings, curves.epochs, curves.final_refine
+    st.caption(
+        f"{len(ep)} epochs and {curves.n_labellings} labellings"
+        + (f", then {len(rounds)} rounds refining the heads on frozen features" if len(rounds) else "")
+        + ". The log keeps the last labelling of each epoch. The warnings are judged from the end of training, "
+        "without ground truth."
+    )
+    layout = {"height": 320, "margin": {"t": 40, "b": 40, "l": 10, "r": 10}, "legend": {"orientation": "h", "y": -0.3}}
+    after = lab["labelling"].max() if len(lab) else 0  # refine rounds continue the labelling axis
+
+    colours = {"loss": "#1f77b4", "label_loss": "#1f77b4", "contrast_loss": "#17becf", "stability_nmi": "#1f77b4",
+               "agree_video": "#2ca02c", "agree_audio": "#d62728", "largest_share": "#ff7f0e", "nmi_gt_best": "#9467bd",
+               "nmi_gt_head0": "#8c564b"}  # fmt: skip
+
+    def line(fig: go.Figure, frame, x: str, y: str, name: str, offset=0, dash: str | None = None) -> None:
+        """One series of the log, if it has one (refine rounds dotted, in the colour of their training series)."""
+        if y in frame and frame[y].notna().any():
+            style = {"line": {"dash": dash, "color": colours.get(y)}, "marker": {"size": 4}}
+            fig.add_trace(go.Scatter(x=frame[x] + offset, y=frame[y], name=name,
+                                     mode="lines" if dash else "lines+markers", **style))  # fmt: skip
+
+    c1, c2 = st.columns(2)
+    fig = go.Figure()
+    if "label_loss" in ep:
+        line(fig, ep, "epoch", "label_loss", "self-labelling loss (cross-entropy with the labels)")
+    else:  # a correspondence term of unknown weight is mixed in
+        line(fig, ep, "epoch", "loss", "training loss")
+    line(fig, ep, "epoch", "contrast_loss", "picture-sound correspondence loss (InfoNCE)")
+    if curves.k and curves.k > 1 and "loss" in ep:
+        fig.add_hline(y=float(np.log(curves.k)), line_dash="dash", line_color="grey",
+                      annotation_text="a random guess (log K)")  # fmt: skip
+    fig.update_layout(title="Loss per epoch", xaxis_title="epoch", **layout)
+    c1.plotly_chart(fig, width="stretch", key="train_loss")
+
+    fig = go.Figure()
+    line(fig, lab, "labelling", "stability_nmi", "label stability (NMI to the previous labelling)")
+    line(fig, lab, "labelling", "agree_video", "video alone predicts the label")
+    line(fig, lab, "labelling", "agree_audio", "audio alone predicts the label")
+    line(fig, rounds, "refine_round", "stability_nmi", "stability while refining", offset=after, dash="dot")
+    if curves.k and "agree_video" in lab:
+        fig.add_hline(y=agreement_threshold(curves.k), line_dash="dash", line_color="grey",
+                      annotation_text=f"agreement a modality needs (chance {1 / curves.k:.0%})")  # fmt: skip
+    fig.update_layout(title="Stability and agreement per labelling", xaxis_title="labelling", yaxis_range=[0, 1.02],
+                      **layout)  # fmt: skip
+    c2.plotly_chart(fig, width="stretch", key="train_stability")
+
+    c3, c4 = st.columns(2)
+    if "largest_share" in lab:
+        fig = go.Figure()
+        line(fig, lab, "labelling", "largest_share", "largest cluster (mean over heads)")
+        target = target_largest_share(curves.k, curves.prior_largest_share)
+        if target:
+            fig.add_hline(y=target, line_dash="dash", line_color="black", annotation_text="the prior's largest share")
+            fig.add_hline(y=swallow_threshold(target), line_dash="dot", line_color="red",
+                          annotation_text="swallowing the data")  # fmt: skip
+        fig.update_layout(title="Largest cluster's share of the clips", xaxis_title="labelling", yaxis_range=[0, 1.02],
+                          yaxis_tickformat=".0%", **layout)  # fmt: skip
+        c3.plotly_chart(fig, width="stretch", key="train_largest")
+    else:
+        c3.caption("This log predates the largest cluster's share: no plot of cluster sizes during training.")
+    if curves.has_ground_truth:
+        fig = go.Figure()
+        for col, name in (("nmi_gt_best", "best head"), ("nmi_gt_head0", "head 0")):
+            line(fig, lab, "labelling", col, name)
+            line(fig, rounds, "refine_round", col, f"{name}, refining", offset=after, dash="dot")
+        fig.update_layout(title="NMI of the labels with the ground truth", xaxis_title="labelling",
+                          yaxis_range=[0, 1.02], **layout)  # fmt: skip
+        c4.plotly_chart(fig, width="stretch", key="train_nmi_gt")
+        c4.caption("Ground truth is only plotted here; no warning uses it.")
 
 choice = sr.recommend_head()
 st.subheader("Which head to start with")

@@ -15,7 +15,9 @@ The head marked '*' has the best NMI against the ground truth: SeLaVi's protocol
 Head 0 and the mean over heads are shown as label-free references.
 
 Baselines: the best head's video-only and audio-only predictions, and spherical k-means (faiss,
-K = the run's cluster count) on the run's video, audio and concatenated features.
+K = the run's cluster count) on the run's video, audio and concatenated features, and on raw inputs
+(a few tiny grey frames per clip; per-band log-mel mean and std; both) to show what no learning gives.
+Run folders made before raw features existed need `selavi assign` again for the raw baselines.
 
 examples:
   selavi evaluate runs/demo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..config import PRESETS
 
@@ -15,6 +16,15 @@ rounds of Sinkhorn labels and head training that let the heads catch up with the
 (--refine-rounds 0 ends training as the paper does).
 Several processes or GPUs: launch with torchrun, e.g.
   torchrun --nproc_per_node 2 -m selavi_core.cli train CATALOG_DIR --out RUN_DIR
+
+Curated names flow back: --labels-from RUN1 trains with the human labels of RUN1 (cluster names
+given in the Studio propagated to their members in one head, per-clip labels, "not this"
+rejections, exactly as `selavi export` reads them) as constraints. Label names are sorted and name
+i becomes cluster i of every head; every labelled clip keeps that cluster in every Sinkhorn
+labelling, and the other clips self-label as before under the prior's marginal less what the
+labelled clips already fill. Clips of RUN1 that are not in CATALOG_DIR are ignored (counted in the
+log). The source run, head and counts are recorded in RUN_DIR/run.json (extra.labels_from), e.g.
+  selavi train CATALOG_DIR --out RUN2 --labels-from RUN1 --head 3
 """
 
 
@@ -33,7 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="cpu-small",
         help="paper: the published input sizes and networks (GPU); cpu-small: same method, small inputs",
     )
-    p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="training epochs, exactly (default: the preset's; cpu-small trains small sets for more epochs, "
+        "so that they get as many steps as 54 epochs of 3,000 clips)",
+    )
     p.add_argument("--heads", type=int, help="clustering heads per modality (default 10)")
     p.add_argument(
         "--clusters", type=int, help="K clusters per head (default: number of ground-truth classes, else 100)"
@@ -55,15 +70,49 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rounds of head-only self-labelling on frozen features after the last epoch "
         "(default: the preset's; 0 = none, as in the paper)",
     )
+    p.add_argument(
+        "--contrast-weight",
+        type=float,
+        metavar="W",
+        help="weight of the picture-to-sound matching loss beside the labels (default: the preset's; "
+        "0 = SeLaVi's loss alone, as in the paper)",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument(
+        "--labels-from",
+        metavar="RUN1",
+        help="train with the human labels of run RUN1 as constraints (needs --clusters >= the number of names)",
+    )
+    p.add_argument(
+        "--head",
+        type=int,
+        dest="labels_head",
+        metavar="H",
+        help="with --labels-from: the head of RUN1 whose cluster names count (default: the head the labels "
+        "were made on; per-clip labels hold in every head)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="with --labels-from: RUN1's label store, a SQLAlchemy URL or SQLite path (default RUN1/labels.sqlite)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import get_preset
+    from ..errors import SelaviError
     from ..train import train
 
+    constraints = None
+    if args.labels_from is None:
+        if args.labels_head is not None or args.store is not None:
+            raise SelaviError("--head and --store choose the labels of --labels-from RUN1; give --labels-from too")
+    else:
+        from ..constraints import LabelConstraints
+
+        constraints = LabelConstraints.from_run(args.labels_from, args.labels_head, args.store)
     preset = get_preset(args.preset)
     model = {k: v for k, v in (("heads", args.heads), ("clusters", args.clusters), ("fusion", args.fusion)) if v}
     optim = {
@@ -71,9 +120,33 @@ def run(args: argparse.Namespace) -> int:
         for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed))
         if v is not None
     }
+    if args.epochs is not None:
+        optim["train_samples"] = None  # exactly the epochs asked for, whatever the data set's size
     schedule = {k: v for k, v in (("n_opts", args.labellings), ("groups", args.groups), ("prior", args.prior)) if v}
     refine = {} if args.refine_rounds is None else {"rounds": args.refine_rounds}
-    preset = preset.with_overrides(model=model, optim=optim, schedule=schedule, refine=refine)
-    out = train(args.catalog, args.out, preset, device=args.device, prior=args.prior, resume=args.resume)
+    contrast = {} if args.contrast_weight is None else {"weight": args.contrast_weight}
+    preset = preset.with_overrides(model=model, optim=optim, schedule=schedule, refine=refine, contrast=contrast)
+    out = train(
+        args.catalog,
+        args.out,
+        preset,
+        device=args.device,
+        prior=args.prior,
+        resume=args.resume,
+        constraints=constraints,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one process reports
+        return 0
     print(f"run written to {out}; next: selavi evaluate {out}")
+    print(training_report(out))
     return 0
+
+
+def training_report(run_dir: str | os.PathLike) -> str:
+    """The warnings of ``selavi_core.diagnostics`` for a trained run folder, in plain words (ground truth unused)."""
+    from ..diagnostics import assess_training, format_warnings, load_run_training
+
+    curves = load_run_training(run_dir)
+    if curves is None:
+        return f"no training log in {run_dir}: nothing to diagnose"
+    return format_warnings(assess_training(curves))
