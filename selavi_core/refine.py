@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .config import RefineSpec, SinkhornSpec
+from .config import REFINE_TARGETS, RefineSpec, SinkhornSpec
 from .constraints import FixedRows, constrained_sinkhorn
 from .errors import SelaviError
 from .inference import head_log_posteriors, joint_log_posterior
@@ -39,6 +39,8 @@ def check_refine_spec(spec: RefineSpec) -> None:
         raise SelaviError(f"refine audio_weight must lie in [0, 1], got {spec.audio_weight}")
     if spec.lr <= 0:
         raise SelaviError(f"refine lr must be positive, got {spec.lr}")
+    if spec.target not in REFINE_TARGETS:
+        raise SelaviError(f"refine target must be one of {', '.join(REFINE_TARGETS)}, got {spec.target!r}")
 
 
 def label_heads(

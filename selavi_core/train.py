@@ -570,7 +570,10 @@ class Trainer:
             )
 
             def marginal(h: int, mass: np.ndarray) -> np.ndarray:
-                st.marginals[h] = np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64)
+                if spec.target == "uniform":
+                    st.marginals[h] = np.full(self.clusters, 1.0 / self.clusters)
+                else:
+                    st.marginals[h] = np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64)
                 return st.marginals[h]
 
             records = refine_heads(

@@ -102,6 +102,7 @@ def test_the_audio_weight_decides_whose_structure_the_labels_follow():
         ({"epochs": 0}, r"got 0, 0, 256"),
         ({"audio_weight": 1.5}, r"refine audio_weight must lie in \[0, 1\], got 1.5"),
         ({"lr": 0.0}, r"refine lr must be positive, got 0.0"),
+        ({"target": "zipf"}, r"refine target must be one of prior, uniform, got 'zipf'"),
     ],
 )
 def test_bad_refine_settings_are_refused_with_the_field_named(change: dict, message: str):

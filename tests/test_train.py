@@ -349,3 +349,18 @@ def test_an_unknown_posteriors_source_is_refused(tiny_catalog, tmp_path):
             ctx=Context(torch.device("cpu")),
             log=lambda *a: None,
         )
+
+
+@pytest.mark.parametrize("target", ["prior", "uniform"])
+def test_the_refine_target_sets_the_sizes_the_heads_are_held_to(tiny_catalog: Path, tmp_path: Path, target: str):
+    """A uniform refine target ends with equal target sizes in every head; the prior keeps each head's own draw."""
+    preset = TINY.with_overrides(
+        model={"clusters": 3}, schedule={"prior": "gauss:0.3"}, refine={"rounds": 2, "target": target}
+    )
+    train(tiny_catalog, tmp_path / "run", preset, device="cpu", log=lambda *a: None)
+    priors = Run(tmp_path / "run").priors
+    assert priors.shape == (3, 3) and np.allclose(priors.sum(axis=1), 1.0)
+    if target == "uniform":
+        np.testing.assert_allclose(priors, 1 / 3)
+    else:
+        assert np.abs(priors - 1 / 3).max() > 0.01  # the Gaussian draws (sd 0.3) are far from equal
