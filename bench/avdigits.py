@@ -144,9 +144,10 @@ def main() -> int:
     assert cli(build) == 0
     assert cli(["ingest", str(clips), "--format", "csv", "--out", str(catalog)]) == 0
 
-    base = get_preset("cpu-small").with_overrides(
-        model={"heads": args.heads, "clusters": args.clusters, "fusion": args.fusion},
-        optim={} if args.epochs is None else {"epochs": args.epochs, "train_samples": None},
+    base = (
+        get_preset("cpu-small")
+        .with_overrides(model={"heads": args.heads, "clusters": args.clusters, "fusion": args.fusion})
+        .with_epochs(args.epochs)
     )
     # the decode cache is built once per catalog (the seed does not enter it); time it apart from training
     t0 = time.time()

@@ -98,12 +98,11 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     catalog = Path(args.catalog) if args.catalog else default_catalog(Path("data/bench"))
     model = {k: v for k, v in (("heads", args.heads), ("clusters", args.clusters)) if v is not None}
-    optim = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
-    if args.epochs is not None:
-        optim["train_samples"] = None  # exactly the epochs asked for
+    optim = {} if args.batch_size is None else {"batch_size": args.batch_size}
     rows = []
     for seed in args.seeds:
         preset = get_preset(args.preset).with_overrides(model=model, optim={**optim, "seed": seed})
+        preset = preset.with_epochs(args.epochs)
         base, run2 = work / f"baseline-seed{seed}", work / f"labels{args.fraction:g}-seed{seed}"
         store = work / f"labels{args.fraction:g}-seed{seed}.sqlite"
         t0 = time.time()

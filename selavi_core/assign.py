@@ -22,7 +22,7 @@ from .data import BatchMaker
 from .errors import SelaviError
 from .inference import extract_features, predictions
 from .models import bf16_supported, to_channels_last
-from .raw_features import raw_features, save_raw_features
+from .raw_features import raw_features
 from .run import RunMeta, file_hash, write_run
 
 
@@ -79,8 +79,7 @@ def write_assignments(
         source=source,
         extra=extra or {},
     )
-    raw = raw_features(cache, rows, preset)
-    run_dir = write_run(
+    return write_run(
         out_dir,
         meta,
         cache.index["clip_id"].to_numpy()[rows],
@@ -92,9 +91,8 @@ def write_assignments(
         features_video=fv,
         features_audio=fa,
         priors=np.asarray(priors),
+        raw_features=raw_features(cache, rows, preset),
     )
-    save_raw_features(run_dir, raw)
-    return run_dir
 
 
 def load_model_for_assignment(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, Preset, np.ndarray | None, str]:

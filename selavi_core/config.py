@@ -265,6 +265,10 @@ class Preset:
             out = replace(out, **{section: replace(getattr(out, section), **values)})
         return out
 
+    def with_epochs(self, epochs: int | None) -> Preset:
+        """A copy that trains exactly ``epochs`` epochs on any data set (no ``train_samples`` stretch); None: as is."""
+        return self if epochs is None else self.with_overrides(optim={"epochs": epochs, "train_samples": None})
+
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Preset:
         def tup(x: Any) -> Any:

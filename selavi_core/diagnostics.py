@@ -41,6 +41,7 @@ LOG_NAME = "train_log.jsonl"  # the name selavi_core.train writes (not imported:
 EPOCH_COLUMNS = (
     "epoch",
     "loss",
+    "label_loss",
     "contrast_loss",
     "seconds",
     "labellings",
@@ -82,8 +83,8 @@ class TrainingCurves:
 
     ``epochs``: one row per epoch (the last line wins if a resume wrote an epoch twice); ``loss`` is what training
     minimised, ``contrast_loss`` its cross-modal correspondence part (when ``ContrastSpec.weight`` > 0) and
-    ``label_loss`` the self-labelling cross-entropy alone (``loss - weight * contrast_loss``; absent when the
-    weight is unknown). ``labellings``: one row
+    ``label_loss`` the self-labelling cross-entropy alone (logged by training; for older logs derived as
+    ``loss - weight * contrast_loss``, absent when the weight is unknown). ``labellings``: one row
     per labelling the log recorded, by labelling number; the log keeps only the last labelling of each epoch,
     so with several labellings an epoch some are missing, and with fewer (the paper's schedule) none is
     repeated. ``refine``: one row per refine round, ``after_epoch`` saying which epoch it followed (a resumed
@@ -195,7 +196,8 @@ def read_train_log(
         else:
             skipped += 1
     epoch_df = _frame(epochs, EPOCH_COLUMNS, "epoch")
-    if "loss" in epoch_df:
+    if "loss" in epoch_df and not ("label_loss" in epoch_df and epoch_df["label_loss"].notna().all()):
+        # logs from before training logged label_loss: derive it
         if "contrast_loss" not in epoch_df:  # no correspondence term: the loss is the self-labelling loss
             epoch_df["label_loss"] = epoch_df["loss"]
         elif contrast_weight is not None:

@@ -14,7 +14,6 @@ chunked log-mel per clip.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from .config import RAW_BASELINE, Preset, RawBaselineSpec
 from .errors import RunError
 from .progress import progress
 
-#: File names inside ``RUN_DIR/features``, per modality.
+#: File names inside ``RUN_DIR/features``, per modality (written by ``run.write_run``).
 RAW_FILES = {"video": "raw_video.npy", "audio": "raw_audio.npy"}
 
 #: Clips per chunk of frames: bounds memory (256 clips x 4 frames x 128^2 x 3 bytes = 50 MB at the paper's cache size).
@@ -114,20 +113,6 @@ def raw_features(
 ) -> dict[str, np.ndarray]:
     """Both raw feature blocks of cache ``rows``, keyed by modality like ``RAW_FILES``."""
     return {"video": raw_video_features(cache, rows, spec), "audio": raw_audio_features(cache, rows, preset)}
-
-
-def save_raw_features(run_dir: str | os.PathLike, features: dict[str, np.ndarray]) -> None:
-    """Write the blocks into ``RUN_DIR/features`` (each file through a temporary name and one rename)."""
-    folder = Path(run_dir) / "features"
-    folder.mkdir(parents=True, exist_ok=True)
-    for modality, name in RAW_FILES.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".npy", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(features[modality], dtype=np.float32))
-            os.replace(tmp, folder / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def load_raw_features(run_dir: str | os.PathLike, n_clips: int) -> dict[str, np.ndarray]:

@@ -84,11 +84,14 @@ def write_run(
     features_video: np.ndarray,
     features_audio: np.ndarray,
     priors: np.ndarray,
+    raw_features: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a complete run folder atomically: readers never see a half-written run.
 
     Everything goes to a sibling temporary folder first, which then replaces ``run_dir``'s
     assignment files in one rename each; a checkpoint or log already in ``run_dir`` is kept.
+    ``raw_features`` (modality -> (N, D) block, ``selavi_core.raw_features``) go into ``features/`` with
+    the learned ones, so the raw baselines always describe the same assignment.
     """
     run_dir = Path(run_dir)
     clip_ids = np.asarray(clip_ids, dtype=object)
@@ -100,6 +103,9 @@ def write_run(
     for name, arr in (("features_video", features_video), ("features_audio", features_audio)):
         if arr.ndim != 2 or arr.shape[0] != n:
             raise RunError(f"{name} has shape {arr.shape}, expected ({n}, D)")
+    for name, arr in (raw_features or {}).items():
+        if arr.ndim != 2 or arr.shape[0] != n:
+            raise RunError(f"raw {name} features have shape {arr.shape}, expected ({n}, D)")
     if priors.shape != (meta.heads, meta.clusters):
         raise RunError(f"priors has shape {priors.shape}, expected ({meta.heads}, {meta.clusters})")
 
@@ -115,6 +121,8 @@ def write_run(
             np.save(tmp / "assignments" / f"{name}.npy", np.ascontiguousarray(arrays[name], dtype=np.float32))
         np.save(tmp / "features" / "video.npy", np.ascontiguousarray(features_video, dtype=np.float16))
         np.save(tmp / "features" / "audio.npy", np.ascontiguousarray(features_audio, dtype=np.float16))
+        for name, arr in (raw_features or {}).items():
+            np.save(tmp / "features" / f"raw_{name}.npy", np.ascontiguousarray(arr, dtype=np.float32))
         np.save(tmp / "priors.npy", np.asarray(priors, dtype=np.float64))
         pd.DataFrame({"clip_id": clip_ids.astype(str)}).to_parquet(tmp / CLIPS_FILE, index=False)
         (tmp / META_FILE).write_text(json.dumps(asdict(meta), indent=2))

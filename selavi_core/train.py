@@ -458,16 +458,19 @@ class Trainer:
 
     def _loss(
         self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor, rows_pos: np.ndarray
-    ) -> tuple[torch.Tensor, float | None]:
-        """The training loss, and the correspondence loss alone (None when it is off) for the log."""
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss, and its parts for the log: ``label_loss`` (SeLaVi's cross-entropy with the
+        labels) and, when the matching loss is on, ``contrast_loss``."""
         out_a, out_b, z = self.net(video, audio)
         if self.memory is not None:
             self._remember(rows_pos, out_a, out_b)
         loss = self_label_loss(out_a, out_b, y)
+        parts = {"label_loss": float(loss.detach())}
         if z is None:
-            return loss, None
+            return loss, parts
         nce = correspondence_loss(z[0], z[1], self.preset.contrast.temperature)
-        return loss + self.preset.contrast.weight * nce, float(nce.detach())
+        parts["contrast_loss"] = float(nce.detach())
+        return loss + self.preset.contrast.weight * nce, parts
 
     @torch.no_grad()
     def bn_warmup(self) -> None:
@@ -498,7 +501,8 @@ class Trainer:
             st.epoch = epoch
             self._set_lr(epoch)
             order = self._epoch_order(epoch)
-            losses, nces = [], []
+            losses: list[float] = []
+            parts: dict[str, list[float]] = {}
             bar = progress(range(per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
             for b in bar:
                 if points and st.iteration >= points[0]:
@@ -511,7 +515,7 @@ class Trainer:
                 video, audio = to_device(video, audio, self.ctx.device, self.channels_last)
                 y = torch.from_numpy(st.labels[rows_pos]).to(self.ctx.device)
                 with autocast_context(self.ctx.device, self.bf16):
-                    loss, nce = self._loss(video, audio, y, rows_pos)
+                    loss, step_parts = self._loss(video, audio, y, rows_pos)
                 if not torch.isfinite(loss):
                     raise SelaviError(
                         f"training diverged at epoch {epoch + 1}, batch {b + 1} (loss {float(loss)}); "
@@ -521,8 +525,8 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 losses.append(float(loss.detach()))
-                if nce is not None:
-                    nces.append(nce)
+                for key, value in step_parts.items():
+                    parts.setdefault(key, []).append(value)
                 st.iteration += 1
             record = {
                 "epoch": epoch + 1,
@@ -530,8 +534,7 @@ class Trainer:
                 "seconds": round(time.time() - t_start, 1),
                 "labellings": st.n_labellings,
             }
-            if nces:
-                record["contrast_loss"] = round(float(np.mean(nces)), 4)
+            record.update({key: round(float(np.mean(values)), 4) for key, values in parts.items()})
             last = st.history[-1] if st.history else {}
             for key in ("stability_nmi", "nmi_gt_head0", "nmi_gt_best"):
                 if key in last:

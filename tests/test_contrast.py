@@ -132,3 +132,12 @@ def test_the_trainer_plans_its_epochs_from_its_clips(tiny_catalog: Path, tmp_pat
     preset = TINY.with_overrides(optim={"epochs": 2, "train_samples": 24 * 5})
     trainer = Trainer(tiny_catalog, tmp_path, preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
     assert trainer.epochs == 5
+
+
+def test_an_explicit_epochs_count_is_trained_exactly_on_any_set():
+    from selavi_core.config import CPU_SMALL
+
+    exact = CPU_SMALL.with_epochs(3)
+    assert planned_epochs(exact.optim, 879) == 3 and exact.optim.train_samples is None
+    assert CPU_SMALL.with_epochs(None) is CPU_SMALL
+    assert planned_epochs(CPU_SMALL.optim, 879) == 184  # the preset itself still stretches small sets

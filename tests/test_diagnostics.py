@@ -72,7 +72,9 @@ def test_a_real_log_reads_back_exactly(tiny_run: Path):
     assert curves.contrast_weight == weight
     contrast = np.array([r.get("contrast_loss", 0.0) for r in epochs])
     assert ("contrast_loss" in curves.epochs) == (weight > 0)
-    np.testing.assert_allclose(curves.epochs["label_loss"], [r["loss"] for r in epochs] - weight * contrast, atol=1e-9)
+    # training logs label_loss itself; it is loss - weight * contrast_loss up to the log's 4-decimal rounding
+    np.testing.assert_allclose(curves.epochs["label_loss"], [r["label_loss"] for r in epochs])
+    np.testing.assert_allclose(curves.epochs["label_loss"], [r["loss"] for r in epochs] - weight * contrast, atol=2e-4)
     assert curves.n_labellings == epochs[-1]["labellings"] == 6  # two per epoch ...
     records = [r["labelling_log"][0] for r in epochs]
     assert curves.labellings["labelling"].tolist() == [r["labelling"] for r in records] == [2, 4, 6]  # ... one logged

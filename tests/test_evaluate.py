@@ -17,7 +17,7 @@ from selavi_core.catalog import CATALOG_COLUMNS, catalog_hash
 from selavi_core.cli import main
 from selavi_core.errors import RunError
 from selavi_core.evaluate import evaluate_run, format_table, kmeans_labels, kmeans_runs
-from selavi_core.raw_features import save_raw_features
+from selavi_core.raw_features import RAW_FILES
 from selavi_core.run import Run, RunMeta, write_run
 
 CLASSES = ["bird", "car", "dog", "drum", "rain", "siren"]
@@ -241,6 +241,12 @@ def test_old_run_without_raw_features_says_how_to_get_them(result: dict, synthet
     assert len(lines) == 1 and lines[0].startswith("raw-input baselines skipped") and "selavi assign" in lines[0]
 
 
+def _put_raw(run_dir: Path, blocks: dict[str, np.ndarray]) -> None:
+    """Raw blocks written straight into a run folder (as an older or hand-edited folder may hold them)."""
+    for modality, x in blocks.items():
+        np.save(Path(run_dir) / "features" / RAW_FILES[modality], np.asarray(x, np.float32))
+
+
 def test_raw_baselines_cluster_the_raw_blocks(tmp_path: Path) -> None:
     """Raw blocks with planted classes (video) and none (audio): the raw baselines score them like any k-means."""
     planted = _make_run(tmp_path / "ok", seed=2)
@@ -251,7 +257,7 @@ def test_raw_baselines_cluster_the_raw_blocks(tmp_path: Path) -> None:
     # standardisation (NMI ~0.01), and an offset
     video = (rng.normal(size=(len(CLASSES), 48)) * 3)[np.maximum(y, 0)] + rng.normal(size=(n, 48))
     video = np.concatenate([video, rng.normal(size=(n, 2)) * 1000], axis=1) + 100
-    save_raw_features(planted.dir, {"video": video, "audio": rng.normal(size=(n, 10))})
+    _put_raw(planted.dir, {"video": video, "audio": rng.normal(size=(n, 10))})
     out = evaluate_run(planted.dir, kmeans_redo=1)
     assert "raw_baselines_skipped" not in out
     by_kind = {b["kind"]: b for b in out["baselines"]}
@@ -262,7 +268,7 @@ def test_raw_baselines_cluster_the_raw_blocks(tmp_path: Path) -> None:
 
     # raw blocks that do not match the run's clips (a run rewritten by other means) are not used
     stale = _make_run(tmp_path / "stale", seed=4)
-    save_raw_features(stale.dir, {"video": video[:-1], "audio": rng.normal(size=(n - 1, 10))})
+    _put_raw(stale.dir, {"video": video[:-1], "audio": rng.normal(size=(n - 1, 10))})
     out = evaluate_run(stale.dir, kmeans_redo=1)
     assert f"{n} clips" in out["raw_baselines_skipped"] and "selavi assign" in out["raw_baselines_skipped"]
     assert len(out["baselines"]) == 5

@@ -115,17 +115,12 @@ def run(args: argparse.Namespace) -> int:
         constraints = LabelConstraints.from_run(args.labels_from, args.labels_head, args.store)
     preset = get_preset(args.preset)
     model = {k: v for k, v in (("heads", args.heads), ("clusters", args.clusters), ("fusion", args.fusion)) if v}
-    optim = {
-        k: v
-        for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed))
-        if v is not None
-    }
-    if args.epochs is not None:
-        optim["train_samples"] = None  # exactly the epochs asked for, whatever the data set's size
+    optim = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed)) if v is not None}
     schedule = {k: v for k, v in (("n_opts", args.labellings), ("groups", args.groups), ("prior", args.prior)) if v}
     refine = {} if args.refine_rounds is None else {"rounds": args.refine_rounds}
     contrast = {} if args.contrast_weight is None else {"weight": args.contrast_weight}
     preset = preset.with_overrides(model=model, optim=optim, schedule=schedule, refine=refine, contrast=contrast)
+    preset = preset.with_epochs(args.epochs)
     out = train(
         args.catalog,
         args.out,
