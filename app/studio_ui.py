@@ -25,7 +25,7 @@ import streamlit as st
 from selavi_core.config import STUDIO
 from selavi_core.errors import SelaviError
 from selavi_core.labels import LabelError, LabelStore, StaleEditError
-from selavi_core.run import Run
+from selavi_core.runs.run import Run
 from selavi_core.studio import RunRef, StudioRun, open_run, runs_from_env
 from selavi_core.studio.labelling import clean_annotator, conflict_message
 from selavi_core.studio.labelling import export_download as _export

@@ -1,6 +1,6 @@
 """The Studio at VGG-Sound scale: 200,000 clips x 10 heads x K=309 with 512-d features per modality.
 
-1. Synthesises a run folder with ``selavi_core.run.write_run`` and a matching catalog parquet; media
+1. Synthesises a run folder with ``selavi_core.runs.run.write_run`` and a matching catalog parquet; media
    are a few real H.264/AAC previews (``tests/media_factory`` + ``selavi_core.media.preview``) that
    every clip's entry in ``previews/index.parquet`` reuses.
 2. In a fresh child process (the "server"), renders pages with Streamlit's AppTest, which runs the
@@ -37,7 +37,7 @@ def synthesise(out: Path, n: int, heads: int, k: int, dim: int, seed: int = 0) -
     """Write out/catalog (+ previews) and out/run; return the run folder. Reused when already there."""
     from studio_fixtures import build_previews, catalog_frame
 
-    from selavi_core.run import RunMeta, write_run
+    from selavi_core.runs.run import RunMeta, write_run
 
     run_dir, catalog_dir = out / "run", out / "catalog"
     if (run_dir / "run.json").is_file() and json.loads((run_dir / "run.json").read_text())["n_clips"] == n:

@@ -129,11 +129,11 @@ def main() -> int:
 
     from selavi_core.catalog import catalog_hash, load_catalog
     from selavi_core.cli import main as cli
-    from selavi_core.clipcache import build_cache
     from selavi_core.config import get_preset
-    from selavi_core.evaluate import evaluate_run, format_table
-    from selavi_core.run import Run
-    from selavi_core.train import train
+    from selavi_core.evaluation.evaluate import evaluate_run, format_table
+    from selavi_core.runs.run import Run
+    from selavi_core.training.clip_cache import build_cache
+    from selavi_core.training.trainer import train
 
     work = Path(args.work)
     tag = data_tag(args.variant, args.fallback, args.limit_per_class)

@@ -1,4 +1,4 @@
-"""Wall time of `selavi demo-data` (selavi_core/avdigits.py): the Zipf set (879 clips) by default.
+"""Wall time of `selavi demo-data` (selavi_core/datasets/avdigits.py): the Zipf set (879 clips) by default.
 
 Targets on the 2-core machine, with the default workers (= cores):
 - real sources: the Zipf variant in under 3 minutes;
@@ -33,7 +33,7 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="build here (default: a temporary folder, removed after)")
     args = ap.parse_args()
 
-    from selavi_core.avdigits import build_avdigits
+    from selavi_core.datasets.avdigits import build_avdigits
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="avdigits-bench-")) / "set"
     try:

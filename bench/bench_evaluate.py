@@ -33,7 +33,7 @@ def timed(label: str, fn, repeat: int = 1):
 def bench_metrics(n: int, k: int) -> None:
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, normalized_mutual_info_score
 
-    from selavi_core import metrics as m
+    from selavi_core.evaluation import metrics as m
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, k, n)
@@ -61,7 +61,7 @@ def _posteriors(rng: np.random.Generator, n: int, k: int) -> tuple[np.ndarray, n
 
 
 def bench_alignment(sizes: list[tuple[int, int, int]]) -> None:
-    from selavi_core.alignment import align_permutation, l1_cost_matrix
+    from selavi_core.selflabel.alignment import align_permutation, l1_cost_matrix
 
     rng = np.random.default_rng(1)
     timed("numba compile/load of the kernels", lambda: align_permutation(*_posteriors(rng, 64, 4), rng=0))
@@ -79,7 +79,7 @@ def bench_alignment(sizes: list[tuple[int, int, int]]) -> None:
 
 def _synthetic_run(root: Path, n: int, k: int, heads: int, dim: int) -> Path:
     from selavi_core.catalog import CATALOG_COLUMNS, catalog_hash
-    from selavi_core.run import RunMeta, write_run
+    from selavi_core.runs.run import RunMeta, write_run
 
     rng = np.random.default_rng(2)
     y = rng.integers(0, k, n)
@@ -104,7 +104,7 @@ def _synthetic_run(root: Path, n: int, k: int, heads: int, dim: int) -> Path:
 
 
 def bench_evaluate(n: int, k: int, heads: int, dim: int) -> None:
-    from selavi_core.evaluate import evaluate_run
+    from selavi_core.evaluation.evaluate import evaluate_run
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = timed(

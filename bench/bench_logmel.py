@@ -1,4 +1,4 @@
-"""Log-mel timing and agreement with python_speech_features.logfbank (selavi_core/audio.py).
+"""Log-mel timing and agreement with python_speech_features.logfbank (selavi_core/model/logmel.py).
 
 Median ms per 1 s example on one torch thread (as in a DataLoader worker), single and batched, float64
 (the default: exact) and float32, plus the max |ours - logfbank| on FSDD speech when ../shared/data is there.
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selavi_core.audio import log_mel
 from selavi_core.config import CPU_SMALL, PAPER
+from selavi_core.model.logmel import log_mel
 
 
 def median_ms(fn, n_examples: int, reps: int) -> tuple[float, float]:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from selavi_core.config import get_preset
-from selavi_core.models import SeLaViModel, build_model, channels_last_inputs, cpu_autocast, to_channels_last
+from selavi_core.model.networks import SeLaViModel, build_model, channels_last_inputs, cpu_autocast, to_channels_last
 
 
 def inference(model: SeLaViModel, fn: Callable[[], object], bf16: bool) -> Callable[[], None]:

@@ -1,4 +1,4 @@
-"""Cost of the raw-input features that ``write_assignments`` adds to a run folder (selavi_core/raw_features.py).
+"""Cost of the raw-input features that ``write_assignments`` adds to a run folder (selavi_core/runs/raw_features.py).
 
     .venv/bin/python bench/bench_raw_features.py [--n 3000] [--preset cpu-small] [--seconds 2] [--cache DIR]
 
@@ -29,7 +29,7 @@ def synthetic_cache(folder: Path, n: int, preset, seconds: float) -> Path:
     """A finished-looking cache folder with the shapes ``build_cache`` would write for ``n`` clips."""
     import torch
 
-    from selavi_core.audio import frame_count, log_mel
+    from selavi_core.model.logmel import frame_count, log_mel
 
     rng = np.random.default_rng(0)
     spec, sr, s = preset.cache, preset.audio.sample_rate, preset.cache.short_side
@@ -63,9 +63,9 @@ def synthetic_cache(folder: Path, n: int, preset, seconds: float) -> Path:
 
 
 def main() -> None:
-    from selavi_core.clipcache import ClipCache
     from selavi_core.config import get_preset
-    from selavi_core.raw_features import raw_audio_features, raw_video_features
+    from selavi_core.runs.raw_features import raw_audio_features, raw_video_features
+    from selavi_core.training.clip_cache import ClipCache
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000)

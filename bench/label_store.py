@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selavi_core.labels import LabelStore, fold  # noqa: E402
 from selavi_core.labels.exports import export_labels  # noqa: E402
-from selavi_core.run import RunMeta, write_run  # noqa: E402
+from selavi_core.runs.run import RunMeta, write_run  # noqa: E402
 
 CATALOG_COLUMNS = (
     "clip_id", "path", "start_s", "end_s", "label", "split", "duration_s", "fps", "width", "height",

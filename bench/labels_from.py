@@ -41,7 +41,7 @@ def label_fraction(run_dir: Path, store: Path, fraction: float, seed: int) -> in
     import pandas as pd
 
     from selavi_core.labels.store import LabelStore
-    from selavi_core.run import Run
+    from selavi_core.runs.run import Run
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{store}{suffix}").unlink(missing_ok=True)
@@ -62,8 +62,8 @@ def head0_nmi(run_dir: Path, exclude: set[str]) -> tuple[float, float]:
     """NMI of head 0's joint clusters with the ground truth: all labelled-in-catalog clips, and those not in ``exclude``."""
     import numpy as np
 
-    from selavi_core.metrics import nmi
-    from selavi_core.run import Run
+    from selavi_core.evaluation.metrics import nmi
+    from selavi_core.runs.run import Run
 
     run = Run(run_dir)
     codes, _ = run.ground_truth
@@ -91,8 +91,8 @@ def main() -> int:
         ap.error("--fraction must lie in (0, 1]")
 
     from selavi_core.config import get_preset
-    from selavi_core.constraints import LabelConstraints
-    from selavi_core.train import train
+    from selavi_core.training.constraints import LabelConstraints
+    from selavi_core.training.trainer import train
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from selavi_core.priors import parse_prior  # noqa: E402
-from selavi_core.sinkhorn import sinkhorn_knopp, sinkhorn_reference  # noqa: E402
+from selavi_core.selflabel.priors import parse_prior  # noqa: E402
+from selavi_core.selflabel.sinkhorn import sinkhorn_knopp, sinkhorn_reference  # noqa: E402
 
 
 def make_log_p(n: int, k: int, scale: float, rng: np.random.Generator) -> np.ndarray:

@@ -26,10 +26,10 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
 
-    from selavi_core.audio import frame_count
     from selavi_core.config import get_preset
-    from selavi_core.contrast import CrossModalProjector, TrainingNet, correspondence_loss
-    from selavi_core.models import build_model, channels_last_inputs, self_label_loss, to_channels_last
+    from selavi_core.model.logmel import frame_count
+    from selavi_core.model.networks import build_model, channels_last_inputs, self_label_loss, to_channels_last
+    from selavi_core.training.contrast import CrossModalProjector, TrainingNet, correspondence_loss
 
     preset = get_preset("cpu-small")
     v, a, b = preset.video, preset.audio, preset.optim.batch_size

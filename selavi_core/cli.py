@@ -11,8 +11,8 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .errors import SelaviError
+from selavi_core import __version__
+from selavi_core.errors import SelaviError
 
 #: Pipeline order: media -> catalog -> run -> labels -> exports.
 COMMANDS = ("demo_data", "ingest", "previews", "train", "assign", "evaluate", "app", "labels", "export")

@@ -208,7 +208,7 @@ class ContrastSpec:
     """Cross-modal correspondence (symmetric InfoNCE) beside the self-labelling loss (not in the paper).
 
     From the first step it rewards what picture and sound share, so the labels do not have to wait for
-    one modality to happen upon the shared factor (``selavi_core.contrast``).
+    one modality to happen upon the shared factor (``selavi_core.training.contrast``).
     """
 
     weight: float = 0.0  # 0 = off, SeLaVi as published; the loss is CE_selavi + weight * InfoNCE
@@ -439,7 +439,7 @@ LABELS = LabelsSpec()
 
 @dataclass(frozen=True)
 class DiagnosticsSpec:
-    """When a training log reads as a failed run (selavi_core/diagnostics.py). No rule uses ground truth.
+    """When a training log reads as a failed run (selavi_core/training/diagnostics.py). No rule uses ground truth.
 
     Every rule judges the end of training: the median over the last ``window`` labellings (or epochs), so one
     noisy value neither raises nor hides a warning, and a run with fewer than ``min_points`` of them is not

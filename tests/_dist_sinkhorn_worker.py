@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from selavi_core.sinkhorn import SinkhornInputError, sinkhorn_knopp_distributed  # noqa: E402
+from selavi_core.selflabel.sinkhorn import SinkhornInputError, sinkhorn_knopp_distributed  # noqa: E402
 
 
 def main(cases_path: str, out_dir: str) -> int:

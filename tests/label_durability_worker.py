@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from selavi_core.labels import LabelStore
-from selavi_core.run import Run
+from selavi_core.runs.run import Run
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selavi_core.run import RunMeta, write_run
+from selavi_core.runs.run import RunMeta, write_run
 
 CATALOG_COLUMNS = (
     "clip_id", "path", "start_s", "end_s", "label", "split", "duration_s", "fps", "width", "height",

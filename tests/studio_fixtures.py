@@ -3,7 +3,7 @@
 ``make_studio_run`` writes a catalog (``clips.parquet`` with every catalog column), real H.264/AAC
 clips encoded by ``media_factory``, browser previews + posters with their ``previews/index.parquet``
 (built by ``selavi_core.media.preview`` like ``selavi previews`` does), and a run folder written with
-``selavi_core.run.write_run``. Assignments follow the ground truth with deliberate noise so that
+``selavi_core.runs.run.write_run``. Assignments follow the ground truth with deliberate noise so that
 purity, agreement and NMI are neither 0 nor 1, and tests recompute them independently.
 """
 
@@ -16,7 +16,7 @@ import pandas as pd
 from media_factory import make_video
 
 from selavi_core.catalog.schema import CATALOG_COLUMNS
-from selavi_core.run import RunMeta, write_run
+from selavi_core.runs.run import RunMeta, write_run
 
 CLASSES = ("zero", "one", "two")
 

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from selavi_core.alignment import align_permutation, alignment_cost, apply_permutation_to_linear, l1_cost_matrix
+from selavi_core.selflabel.alignment import (
+    align_permutation,
+    alignment_cost,
+    apply_permutation_to_linear,
+    l1_cost_matrix,
+)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

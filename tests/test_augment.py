@@ -1,4 +1,4 @@
-"""Training augmentations of selavi_core.data on synthetic inputs whose correct output is known."""
+"""Training augmentations of selavi_core.training.batches on synthetic inputs whose correct output is known."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from selavi_core.data import (
+from selavi_core.training.batches import (
     colour_augment,
     random_resized_crops,
     spec_augment,

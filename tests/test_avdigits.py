@@ -1,4 +1,4 @@
-"""AV digits (selavi_core/avdigits.py, `selavi demo-data`): plans, real builds, determinism, fallback sources.
+"""AV digits (selavi_core/datasets/avdigits.py, `selavi demo-data`): plans, real builds, determinism, fallback sources.
 
 Builds are small (--limit-per-class 1-4); the full fallback plan (2,400 clips) is checked without encoding it.
 The real-data tests skip when ../shared/data is absent, the fallback tests when espeak-ng is not installed
@@ -24,8 +24,8 @@ import pytest
 from scipy.io import wavfile
 from scipy.signal import correlate, resample_poly
 
-from selavi_core import avdigits as A
 from selavi_core.cli import main as cli
+from selavi_core.datasets import avdigits as A
 from selavi_core.errors import CatalogError, SelaviError
 
 SPEC = A.SPEC

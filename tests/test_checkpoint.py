@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selavi_core.checkpoint import (
+from selavi_core.config import CPU_SMALL, ModelSpec, Preset
+from selavi_core.errors import CheckpointError
+from selavi_core.model.checkpoint import (
     FORMAT,
     is_official,
     is_ours,
@@ -20,9 +22,7 @@ from selavi_core.checkpoint import (
     load_official,
     save_checkpoint,
 )
-from selavi_core.config import CPU_SMALL, ModelSpec, Preset
-from selavi_core.errors import CheckpointError
-from selavi_core.models import SeLaViModel
+from selavi_core.model.networks import SeLaViModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,9 +17,13 @@ from tiny_training import N_CLIPS
 from tiny_training import TINY as TINY_2
 
 from selavi_core.catalog import load_catalog
-from selavi_core.checkpoint import load_checkpoint
 from selavi_core.cli import main
-from selavi_core.constraints import (
+from selavi_core.errors import SelaviError
+from selavi_core.labels.store import LabelStore
+from selavi_core.model.checkpoint import load_checkpoint
+from selavi_core.runs.run import Run, RunMeta, write_run
+from selavi_core.selflabel.sinkhorn import sinkhorn_knopp
+from selavi_core.training.constraints import (
     ConstraintError,
     FixedRows,
     LabelConstraints,
@@ -27,11 +31,7 @@ from selavi_core.constraints import (
     human_labels,
     reduced_marginal,
 )
-from selavi_core.errors import SelaviError
-from selavi_core.labels.store import LabelStore
-from selavi_core.run import Run, RunMeta, write_run
-from selavi_core.sinkhorn import sinkhorn_knopp
-from selavi_core.train import Context, Trainer, train
+from selavi_core.training.trainer import Context, Trainer, train
 
 SK = {"lam": 20.0, "tol": 1e-8, "max_iter": 3000}
 
@@ -106,8 +106,8 @@ WORKER = """
 import sys
 sys.path.insert(0, {root!r})
 import numpy as np, torch.distributed as dist
-from selavi_core.constraints import FixedRows, constrained_sinkhorn
-from selavi_core.sinkhorn import sinkhorn_knopp_distributed
+from selavi_core.training.constraints import FixedRows, constrained_sinkhorn
+from selavi_core.selflabel.sinkhorn import sinkhorn_knopp_distributed
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 data = np.load(sys.argv[1])

@@ -11,12 +11,12 @@ import pytest
 import torch
 from tiny_training import TINY
 
-from selavi_core.checkpoint import load_checkpoint
 from selavi_core.config import ContrastSpec, OptimSpec, planned_epochs
-from selavi_core.contrast import CrossModalProjector, TrainingNet, check_contrast_spec, correspondence_loss
 from selavi_core.errors import SelaviError
-from selavi_core.models import build_model
-from selavi_core.train import Context, Trainer, train
+from selavi_core.model.checkpoint import load_checkpoint
+from selavi_core.model.networks import build_model
+from selavi_core.training.contrast import CrossModalProjector, TrainingNet, check_contrast_spec, correspondence_loss
+from selavi_core.training.trainer import Context, Trainer, train
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

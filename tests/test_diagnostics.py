@@ -2,7 +2,7 @@
 names on logs shaped like failed runs and staying quiet on healthy ones (a recorded real AV-digits run among
 them), ``selavi train`` printing the verdict, and the Studio's Overview drawing the curves and the warnings.
 
-The hand-made logs are written in the exact format of ``selavi_core.train`` (one ``epoch`` line per epoch with
+The hand-made logs are written in the exact format of ``selavi_core.training.trainer`` (one ``epoch`` line per epoch with
 its last labelling record), with curves shaped like the recorded healthy run and one property broken at a time.
 """
 
@@ -20,7 +20,9 @@ from streamlit.testing.v1 import AppTest
 from selavi_core.cli import main
 from selavi_core.commands.train import training_report
 from selavi_core.config import DIAGNOSTICS
-from selavi_core.diagnostics import (
+from selavi_core.errors import RunError
+from selavi_core.studio.runs import RUNS_ENV
+from selavi_core.training.diagnostics import (
     LOG_NAME,
     RunWarning,
     agreement_threshold,
@@ -29,8 +31,6 @@ from selavi_core.diagnostics import (
     load_run_training,
     read_train_log,
 )
-from selavi_core.errors import RunError
-from selavi_core.studio.runs import RUNS_ENV
 
 ENTRY = Path(__file__).resolve().parents[1] / "app" / "Home.py"
 DATA = Path(__file__).resolve().parent / "data"  # real training logs (see test_recorded_avdigits_runs...)
@@ -43,7 +43,7 @@ def tiny_run(tiny_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A real training run: 3 epochs with 2 labellings each (the log keeps the last of each), then refining."""
     from tiny_training import TINY
 
-    from selavi_core.train import train
+    from selavi_core.training.trainer import train
 
     run_dir = tmp_path_factory.mktemp("diag_run") / "run"
     preset = TINY.with_overrides(optim={"epochs": 3}, schedule={"n_opts": 7}, refine={"rounds": 3})
@@ -134,7 +134,7 @@ def write_log(
     weight: float = 1.0,
     **curves: Curve,
 ) -> Path:
-    """A log in selavi_core.train's format, one labelling per epoch, each field a curve over progress t in [0, 1].
+    """A log in selavi_core.training.trainer's format, one labelling per epoch, each field a curve over progress t in [0, 1].
 
     Defaults follow the recorded healthy AV-digits runs: labels settling (NMI 0.1 -> 0.75), video then audio
     learning the labels, even cluster sizes, the self-labelling loss falling from log K. With ``contrast``, the

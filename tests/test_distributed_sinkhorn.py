@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selavi_core.priors import gaussian_draw
-from selavi_core.sinkhorn import sinkhorn_knopp
+from selavi_core.selflabel.priors import gaussian_draw
+from selavi_core.selflabel.sinkhorn import sinkhorn_knopp
 
 WORKER = Path(__file__).with_name("_dist_sinkhorn_worker.py")
 ROOT = Path(__file__).resolve().parents[1]

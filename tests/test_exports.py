@@ -30,7 +30,7 @@ from selavi_core.labels.exports import (
     run_hash,
     sidecar_path,
 )
-from selavi_core.run import Run
+from selavi_core.runs.run import Run
 
 
 def label_run(store: LabelStore) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax
 
-from selavi_core.inference import equalise_confidence, joint_log_posterior, margin_sum
+from selavi_core.model.inference import equalise_confidence, joint_log_posterior, margin_sum
 
 
 def posteriors(n: int, k: int, sharpness: float, seed: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from label_fixtures import make_label_run
 from selavi_core.labels import LabelError, LabelStore, NothingToUndo, StaleEditError
 from selavi_core.labels import semantics as sem
 from selavi_core.labels.semantics import Event
-from selavi_core.run import Run
+from selavi_core.runs.run import Run
 
 # ----------------------------------------------------------------------------------- pure fold
 

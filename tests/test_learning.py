@@ -63,10 +63,10 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
         pytest.skip("espeak-ng is not installed: the zero-download AV-digits set needs it for the speech")
     import torch
 
-    from selavi_core.avdigits import build_avdigits
     from selavi_core.cli import main as cli
-    from selavi_core.evaluate import evaluate_run
-    from selavi_core.train import train
+    from selavi_core.datasets.avdigits import build_avdigits
+    from selavi_core.evaluation.evaluate import evaluate_run
+    from selavi_core.training.trainer import train
 
     root = tmp_path_factory.mktemp("learning")
     clips, catalog, run = root / "avdigits", root / "catalog", root / "run"
@@ -107,8 +107,8 @@ def test_best_head_clearly_beats_kmeans_on_raw_inputs(learned):
 def test_heads_are_not_collapsed(learned):
     """Each head spreads the clips over all K clusters, none far above its 1/K share. Calibration (5 seeds x 2
     heads): every cluster held 17-44 of the 300 clips (5.7-14.7%); the bounds are 1/(4K) and 2.5/K, well inside
-    the project's own collapse rules (selavi_core/diagnostics.py: half the clusters used, none above 55%)."""
-    from selavi_core.run import Run
+    the project's own collapse rules (selavi_core/training/diagnostics.py: half the clusters used, none above 55%)."""
+    from selavi_core.runs.run import Run
 
     run, result, _ = learned
     joint = np.asarray(Run(run).assignments("joint"))

@@ -1,4 +1,4 @@
-"""selavi_core.audio.log_mel against python_speech_features 0.6 ``logfbank``, the function SeLaVi calls."""
+"""selavi_core.model.logmel.log_mel against python_speech_features 0.6 ``logfbank``, the function SeLaVi calls."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from python_speech_features.base import get_filterbanks
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
-from selavi_core.audio import empty_filters, log_mel, mel_filterbank
 from selavi_core.config import CPU_SMALL, PAPER, AudioSpec
+from selavi_core.model.logmel import empty_filters, log_mel, mel_filterbank
 
 TOL = 1e-3
 SPECS = {"paper": PAPER.audio, "cpu-small": CPU_SMALL.audio}
@@ -151,7 +151,7 @@ def test_silence_is_log_eps_everywhere():
 @pytest.mark.parametrize("name", SPECS)
 def test_banded_cpu_product_equals_the_dense_filterbank_product(name):
     """The CPU's banded blocks and the single matmul used on accelerators give the same energies."""
-    from selavi_core.audio import _filter_energies
+    from selavi_core.model.logmel import _filter_energies
 
     spec = SPECS[name]
     sq = torch.rand(3, 7, spec.n_fft // 2 + 1, dtype=torch.float64) * 1e6

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, normalized_mutual_info_score
 
-from selavi_core import metrics as m
+from selavi_core.evaluation import metrics as m
 
 
 def _noisy(rng: np.random.Generator, n: int, c: int, k: int, keep: float) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.video import VideoResNet, r2plus1d_18
 
 from selavi_core.config import CPU_SMALL, PAPER, ModelSpec
-from selavi_core.models import (
+from selavi_core.model.networks import (
     AudioEncoder,
     Head,
     NarrowR2Plus1D,

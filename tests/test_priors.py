@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from selavi_core.errors import SelaviError
-from selavi_core.priors import (
+from selavi_core.selflabel.priors import (
     GAUSS_FLOOR,
     PriorError,
     column_mass,

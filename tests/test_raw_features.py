@@ -19,22 +19,22 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from selavi_core.assign import write_assignments
-from selavi_core.audio import frame_count, log_mel
 from selavi_core.catalog import catalog_hash, load_catalog
 from selavi_core.cli import main
-from selavi_core.clipcache import ClipCache, build_cache
 from selavi_core.config import CPU_SMALL, RAW_BASELINE
-from selavi_core.evaluate import evaluate_run, format_table, kmeans_labels
-from selavi_core.models import build_model
-from selavi_core.raw_features import (
+from selavi_core.evaluation.evaluate import evaluate_run, format_table, kmeans_labels
+from selavi_core.model.logmel import frame_count, log_mel
+from selavi_core.model.networks import build_model
+from selavi_core.runs.assign import write_assignments
+from selavi_core.runs.raw_features import (
     RAW_FILES,
     frame_indices,
     load_raw_features,
     raw_audio_features,
     raw_video_features,
 )
-from selavi_core.run import Run
+from selavi_core.runs.run import Run
+from selavi_core.training.clip_cache import ClipCache, build_cache
 
 N_PER_CLASS = 12
 SIZE = (48, 36)  # width, height

@@ -1,4 +1,4 @@
-"""Refining the heads on frozen features (selavi_core.refine)."""
+"""Refining the heads on frozen features (selavi_core.training.refine)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 
 from selavi_core.config import CPU_SMALL, RefineSpec, SinkhornSpec
 from selavi_core.errors import SelaviError
-from selavi_core.inference import predictions
-from selavi_core.metrics import nmi
-from selavi_core.models import build_model
-from selavi_core.refine import check_refine_spec, refine_heads
+from selavi_core.evaluation.metrics import nmi
+from selavi_core.model.inference import predictions
+from selavi_core.model.networks import build_model
+from selavi_core.training.refine import check_refine_spec, refine_heads
 
 K, N, DIM = 4, 400, 16
 SMALL = CPU_SMALL.with_overrides(

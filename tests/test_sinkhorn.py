@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from selavi_core.priors import from_file, gaussian_draw, rank_match, zipf
-from selavi_core.sinkhorn import (
+from selavi_core.selflabel.priors import from_file, gaussian_draw, rank_match, zipf
+from selavi_core.selflabel.sinkhorn import (
     DENSE_FRACTION,
     SERIAL_WORK,
     SinkhornInputError,

@@ -13,13 +13,13 @@ import pytest
 import torch
 from tiny_training import N_CLIPS, TINY
 
-from selavi_core.checkpoint import load_checkpoint
 from selavi_core.cli import main
 from selavi_core.config import ModelSpec
 from selavi_core.errors import SelaviError
-from selavi_core.inference import to_device
-from selavi_core.run import Run
-from selavi_core.train import Context, Trainer, schedule_points, train
+from selavi_core.model.checkpoint import load_checkpoint
+from selavi_core.model.inference import to_device
+from selavi_core.runs.run import Run
+from selavi_core.training.trainer import Context, Trainer, schedule_points, train
 
 
 def test_schedule_points_follow_the_power_law():
@@ -96,7 +96,7 @@ def test_torchrun_two_processes_train_on_cpu(tiny_catalog: Path, tmp_path: Path)
         "import sys\n"
         f"sys.path.insert(0, {tests_dir!r})\n"
         "from test_train import TINY\n"
-        "from selavi_core.train import train\n"
+        "from selavi_core.training.trainer import train\n"
         "train(sys.argv[1], sys.argv[2], TINY, device='cpu', log=lambda *a: None)\n"
     )
     run_dir = tmp_path / "ddp"
@@ -124,10 +124,10 @@ def test_torchrun_two_processes_train_on_cpu(tiny_catalog: Path, tmp_path: Path)
 
 def test_cached_log_mel_windows_equal_log_mel_of_the_window(tiny_catalog: Path):
     """The whole-clip log-mel cache gives the same 1 s spectrogram as computing it on the 1 s of audio."""
-    from selavi_core.audio import log_mel
     from selavi_core.catalog import catalog_hash, load_catalog
-    from selavi_core.clipcache import build_cache
-    from selavi_core.data import BatchMaker
+    from selavi_core.model.logmel import log_mel
+    from selavi_core.training.batches import BatchMaker
+    from selavi_core.training.clip_cache import build_cache
 
     preset = TINY.with_overrides(audio={"seconds": 1.0})  # 1 s windows out of the 2 s clips
     cache = build_cache(load_catalog(tiny_catalog), tiny_catalog, catalog_hash(tiny_catalog), preset)
@@ -154,7 +154,7 @@ def test_cached_log_mel_windows_equal_log_mel_of_the_window(tiny_catalog: Path):
 def test_assign_reads_an_official_layout_checkpoint(tiny_catalog: Path, tmp_path: Path):
     """A state dict in the official SeLaVi layout (DDP `module.` keys, `dist`, `selflabels`) assigns with the
     paper preset's inputs; the run records the official Gaussian draws as its priors."""
-    from selavi_core.models import SeLaViModel
+    from selavi_core.model.networks import SeLaViModel
 
     spec = ModelSpec(video_widths=(8, 8, 16, 16), audio_widths=(8, 8, 16, 16), heads=2)
     model = SeLaViModel(spec, 3)
@@ -209,7 +209,7 @@ def test_audio_lr_scale_slows_only_the_audio_side(tiny_catalog: Path, tmp_path: 
 def test_training_augmentations_share_one_cache(tiny_catalog: Path):
     """Augmentation settings do not change the decoded arrays, so they must not force a rebuild."""
     from selavi_core.catalog import catalog_hash
-    from selavi_core.clipcache import cache_key
+    from selavi_core.training.clip_cache import cache_key
 
     h = catalog_hash(tiny_catalog)
     augmented = TINY.with_overrides(audio={"time_roll": True, "max_time_stretch": 0.3, "spec_augment": False})
@@ -225,7 +225,7 @@ def test_two_processes_build_the_same_cache_at_once(tiny_catalog: Path, tmp_path
     shutil.copytree(tiny_catalog, catalog, ignore=shutil.ignore_patterns("cache"))
     script = (
         "import sys; from selavi_core.catalog import catalog_hash, load_catalog; "
-        "from selavi_core.clipcache import build_cache; from selavi_core.config import CPU_SMALL; "
+        "from selavi_core.training.clip_cache import build_cache; from selavi_core.config import CPU_SMALL; "
         "p = CPU_SMALL.with_overrides(cache={'fps': 4.0, 'short_side': 28}); c = sys.argv[1]; "
         "cache = build_cache(load_catalog(c), c, catalog_hash(c), p, workers=1); "
         "print(len(cache.ok_rows), float(abs(cache.log_mels[0]).sum()))"

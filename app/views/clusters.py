@@ -14,7 +14,6 @@ import studio_ui as ui
 
 from selavi_core.config import LABELS, STUDIO
 from selavi_core.labels import LabelError
-from selavi_core.montage import cluster_montage
 from selavi_core.studio.labelling import (
     STUDIO_SOURCE,
     clip_tag,
@@ -29,6 +28,7 @@ from selavi_core.studio.labelling import (
     splittable_nodes,
     sub_clusters,
 )
+from selavi_core.studio.montage import cluster_montage
 
 ref, sr, head = ui.context()
 if sr is None:

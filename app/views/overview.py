@@ -8,14 +8,14 @@ import plotly.graph_objects as go
 import streamlit as st
 import studio_ui as ui
 
-from selavi_core.diagnostics import (
+from selavi_core.studio.evaluation import evaluation_table
+from selavi_core.training.diagnostics import (
     agreement_threshold,
     assess_training,
     load_run_training,
     swallow_threshold,
     target_largest_share,
 )
-from selavi_core.studio.evaluation import evaluation_table
 
 ref, sr, head = ui.context()
 st.title("SeLaVi Studio")

@@ -8,9 +8,17 @@ is how every later stage reads it back.
 
 from __future__ import annotations
 
-from .ingest import IngestReport, build_catalog, make_clip_id
-from .layouts import KINETICS_SOUND_CLASSES, LAYOUTS, ClipSpec, detect_format, read_layout
-from .schema import CATALOG_COLUMNS, CLIPS_FILE, META_FILE, PROBE_CACHE_FILE, catalog_hash, load_catalog, ok_clips
+from selavi_core.catalog.ingest import IngestReport, build_catalog, make_clip_id
+from selavi_core.catalog.layouts import KINETICS_SOUND_CLASSES, LAYOUTS, ClipSpec, detect_format, read_layout
+from selavi_core.catalog.schema import (
+    CATALOG_COLUMNS,
+    CLIPS_FILE,
+    META_FILE,
+    PROBE_CACHE_FILE,
+    catalog_hash,
+    load_catalog,
+    ok_clips,
+)
 
 __all__ = [
     "CATALOG_COLUMNS",

@@ -28,11 +28,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__, config
-from ..errors import CatalogError, MediaError
-from ..progress import progress
-from .layouts import ClipSpec
-from .schema import (
+from selavi_core import __version__, config
+from selavi_core.catalog.layouts import ClipSpec
+from selavi_core.catalog.schema import (
     CATALOG_COLUMNS,
     CLIPS_FILE,
     META_FILE,
@@ -41,6 +39,8 @@ from .schema import (
     STATUS_OK,
     catalog_hash,
 )
+from selavi_core.errors import CatalogError, MediaError
+from selavi_core.progress import progress
 
 #: Salt of the clip-id hash (blake2b ``person``, at most 16 bytes). Changing it changes every id.
 CLIP_ID_SALT = b"selavi-clip-v1"
@@ -210,7 +210,7 @@ def _write_probe_cache(path: Path, entries: dict[tuple[str, int, int], dict[str,
 
 def probe_files(paths: Sequence[str], cache_file: Path, *, workers: int) -> tuple[dict[str, dict[str, Any]], int, int]:
     """``{path: probe record}`` for ``paths`` plus (probed, from cache) counts; updates ``cache_file``."""
-    from ..media import probe  # PyAV: imported only when media is actually opened
+    from selavi_core.media import probe  # PyAV: imported only when media is actually opened
 
     cache = _load_probe_cache(cache_file)
     keys = {p: _file_key(p) for p in paths}

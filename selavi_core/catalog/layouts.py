@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import config
-from ..errors import CatalogError
+from selavi_core import config
+from selavi_core.errors import CatalogError
 
 PathLike = str | os.PathLike
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import CatalogError
+from selavi_core.errors import CatalogError
 
 CLIPS_FILE = "clips.parquet"
 META_FILE = "catalog.json"
@@ -56,7 +56,7 @@ def load_catalog(catalog_dir: str | os.PathLike) -> pd.DataFrame:
 
 def catalog_hash(catalog_dir: str | os.PathLike) -> str:
     """Hash of the ``clips.parquet`` bytes: equal hashes mean the same clips, ids, windows and labels."""
-    from ..run import file_hash
+    from selavi_core.runs.run import file_hash
 
     return file_hash(_clips_file(catalog_dir))
 

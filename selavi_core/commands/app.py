@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def app_entry() -> Path:
     """``app/Home.py`` of the checkout the package is installed from (the project installs editable)."""
-    from ..errors import SelaviError
+    from selavi_core.errors import SelaviError
 
     root = Path(__file__).resolve().parents[2]
     entry = root / ENTRY
@@ -54,9 +54,9 @@ def streamlit_command(entry: Path, host: str, port: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import RunError
-    from ..run import Run
-    from ..studio.runs import RUNS_ENV, runs_to_env
+    from selavi_core.errors import RunError
+    from selavi_core.runs.run import Run
+    from selavi_core.studio.runs import RUNS_ENV, runs_to_env
 
     for d in args.run_dirs:
         Run(d)  # fail fast, with the reason, on a folder that is not a run

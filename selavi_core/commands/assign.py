@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..assign import assign
+    from selavi_core.runs.assign import assign
 
     out = assign(args.catalog, args.checkpoint, args.out, device=args.device)
     print(f"run written to {out}")

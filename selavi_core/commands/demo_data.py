@@ -1,4 +1,4 @@
-"""``selavi demo-data OUT_DIR``: build the AV-digits demo and benchmark set (see selavi_core/avdigits.py)."""
+"""``selavi demo-data OUT_DIR``: build the AV-digits demo and benchmark set (see selavi_core/datasets/avdigits.py)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..avdigits import build_avdigits
+    from selavi_core.datasets.avdigits import build_avdigits
 
     mode = "fallback" if args.fallback else "real" if args.require_real else "auto"
     result = build_avdigits(

@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..labels.exports import export_labels, summary
-    from ..labels.store import LabelStore
+    from selavi_core.labels.exports import export_labels, summary
+    from selavi_core.labels.store import LabelStore
 
     with LabelStore.open(args.run_dir, store=args.store, run_key=args.run_key) as store:
         result = export_labels(

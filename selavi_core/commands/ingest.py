@@ -74,7 +74,7 @@ def _positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..catalog import build_catalog, detect_format, read_layout
+    from selavi_core.catalog import build_catalog, detect_format, read_layout
 
     source = os.path.abspath(os.path.expanduser(args.source))
     out = os.path.abspath(os.path.expanduser(args.out))

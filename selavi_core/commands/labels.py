@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _need(args: argparse.Namespace, n: int, usage: str) -> list[str]:
-    from ..labels.store import LabelError
+    from selavi_core.labels.store import LabelError
 
     if len(args.args) != n:
         raise LabelError(f"usage: selavi labels RUN_DIR {usage}")
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from ..labels.store import LabelStore
+    from selavi_core.labels.store import LabelStore
 
     def when(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -43,9 +43,9 @@ def _resolve(path: str, catalog_dir: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..config import default_workers
-    from ..errors import CatalogError, MediaError
-    from ..media.preview import build_previews
+    from selavi_core.config import default_workers
+    from selavi_core.errors import CatalogError, MediaError
+    from selavi_core.media.preview import build_previews
 
     catalog_dir = Path(args.catalog_dir)
     clips_file = catalog_dir / "clips.parquet"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..config import PRESETS
+from selavi_core.config import PRESETS
 
 HELP = """\
 Train SeLaVi (self-labelling with Sinkhorn-Knopp, modality as augmentation, decorrelated heads) on
@@ -101,16 +101,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import get_preset
-    from ..errors import SelaviError
-    from ..train import train
+    from selavi_core.config import get_preset
+    from selavi_core.errors import SelaviError
+    from selavi_core.training.trainer import train
 
     constraints = None
     if args.labels_from is None:
         if args.labels_head is not None or args.store is not None:
             raise SelaviError("--head and --store choose the labels of --labels-from RUN1; give --labels-from too")
     else:
-        from ..constraints import LabelConstraints
+        from selavi_core.training.constraints import LabelConstraints
 
         constraints = LabelConstraints.from_run(args.labels_from, args.labels_head, args.store)
     preset = get_preset(args.preset)
@@ -138,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def training_report(run_dir: str | os.PathLike) -> str:
-    """The warnings of ``selavi_core.diagnostics`` for a trained run folder, in plain words (ground truth unused)."""
-    from ..diagnostics import assess_training, format_warnings, load_run_training
+    """The warnings of ``selavi_core.training.diagnostics`` for a trained run folder, in plain words (ground truth unused)."""
+    from selavi_core.training.diagnostics import assess_training, format_warnings, load_run_training
 
     curves = load_run_training(run_dir)
     if curves is None:

@@ -10,9 +10,9 @@
 Importing this package is light (no torch, no sklearn until a k-means split is asked for).
 """
 
-from .exports import FORMATS, ExportError, ExportResult, export_bytes, export_labels
-from .semantics import ACTIONS, EDIT_ACTIONS, LABEL_COLUMNS, Event, LabelState, effective_labels, fold
-from .store import LabelError, LabelStore, NothingToUndo, StaleEditError
+from selavi_core.labels.exports import FORMATS, ExportError, ExportResult, export_bytes, export_labels
+from selavi_core.labels.semantics import ACTIONS, EDIT_ACTIONS, LABEL_COLUMNS, Event, LabelState, effective_labels, fold
+from selavi_core.labels.store import LabelError, LabelStore, NothingToUndo, StaleEditError
 
 __all__ = [
     "ACTIONS",

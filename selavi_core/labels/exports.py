@@ -49,11 +49,11 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import pandas as pd
 
-from .. import __version__
-from ..errors import SelaviError
-from ..run import CLIPS_FILE, META_FILE, file_hash
-from .semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, vocabulary
-from .store import LabelStore, redact
+from selavi_core import __version__
+from selavi_core.errors import SelaviError
+from selavi_core.labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, vocabulary
+from selavi_core.labels.store import LabelStore, redact
+from selavi_core.runs.run import CLIPS_FILE, META_FILE, file_hash
 
 FORMATS = ("csv", "json", "kinetics", "vggsound", "fiftyone", "labelstudio")
 CSV_COLUMNS = (
@@ -356,7 +356,7 @@ def _is_window(r: Any) -> bool:
 
 def preview_files(store: LabelStore) -> dict[str, str]:
     """clip id -> absolute preview MP4 listed by ``selavi previews`` (read once; {} when none were built)."""
-    from ..commands.previews import INDEX_FILE, PREVIEWS_DIR, load_preview_index
+    from selavi_core.commands.previews import INDEX_FILE, PREVIEWS_DIR, load_preview_index
 
     folder = Path(store.run.meta.catalog_dir) / PREVIEWS_DIR
     if not (folder / INDEX_FILE).is_file():
@@ -587,7 +587,7 @@ def _provenance(
     by_source = {s: int((exported["label_source"] == s).sum()) for s in (SOURCE_OVERRIDE, SOURCE_CLUSTER, SOURCE_NONE)}
     annotators = {str(k): int(v) for k, v in exported["annotator"].dropna().value_counts().sort_index().items()}
     try:
-        from ..catalog import catalog_hash
+        from selavi_core.catalog import catalog_hash
 
         catalog_now = catalog_hash(meta.catalog_dir)
     except SelaviError:

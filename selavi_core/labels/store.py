@@ -75,11 +75,11 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
-from ..config import LABELS
-from ..errors import SelaviError
-from ..run import Run
-from . import semantics as sem
-from .semantics import Event, LabelState
+from selavi_core.config import LABELS
+from selavi_core.errors import SelaviError
+from selavi_core.labels import semantics as sem
+from selavi_core.labels.semantics import Event, LabelState
+from selavi_core.runs.run import Run
 
 SCHEMA_VERSION = 1
 

@@ -4,9 +4,9 @@ No subprocess per clip: ``probe`` and ``decode_clip`` open the file in this proc
 (``av``) happens when this package is imported, so CLI commands import it inside their functions.
 """
 
-from .decode import Clip, decode_clip
-from .preview import PreviewFiles, build_previews, ensure_preview, preview_key
-from .probe import MediaInfo, probe
+from selavi_core.media.decode import Clip, decode_clip
+from selavi_core.media.preview import PreviewFiles, build_previews, ensure_preview, preview_key
+from selavi_core.media.probe import MediaInfo, probe
 
 __all__ = [
     "Clip",

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ..errors import TruncatedMedia
-from .probe import (
+from selavi_core.errors import TruncatedMedia
+from selavi_core.media.probe import (
     FFmpegError,
     audio_stream,
     display_size,

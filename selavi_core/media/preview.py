@@ -25,11 +25,10 @@ import av
 import numpy as np
 from PIL import Image
 
-from ..config import PREVIEW, PreviewSpec, default_workers
-from ..errors import MediaError, TruncatedMedia
-from ..progress import progress
-from .decode import decode_audio_window, iter_window_frames, target_geometry
-from .probe import (
+from selavi_core.config import PREVIEW, PreviewSpec, default_workers
+from selavi_core.errors import MediaError, TruncatedMedia
+from selavi_core.media.decode import decode_audio_window, iter_window_frames, target_geometry
+from selavi_core.media.probe import (
     FFmpegError,
     audio_stream,
     check_file,
@@ -39,6 +38,7 @@ from .probe import (
     time_origin,
     video_stream,
 )
+from selavi_core.progress import progress
 
 #: Bump when the encoding recipe changes in a way PreviewSpec does not capture: old previews rebuild.
 RECIPE_VERSION = 1

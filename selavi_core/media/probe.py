@@ -17,7 +17,15 @@ from pathlib import Path
 import av
 import av.error
 
-from ..errors import EmptyFile, MediaError, MediaNotFound, NotMedia, NoVideoStream, TruncatedMedia, UnsupportedCodec
+from selavi_core.errors import (
+    EmptyFile,
+    MediaError,
+    MediaNotFound,
+    NotMedia,
+    NoVideoStream,
+    TruncatedMedia,
+    UnsupportedCodec,
+)
 
 #: FFmpeg's own errors (InvalidDataError, EOFError, ...) all derive from this.
 FFmpegError = av.error.FFmpegError

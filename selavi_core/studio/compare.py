@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from .. import metrics
+from selavi_core.evaluation import metrics
 
 if TYPE_CHECKING:
-    from .runview import StudioRun
+    from selavi_core.studio.runview import StudioRun
 
 GT_NAME = "ground truth"
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import metrics
+from selavi_core.evaluation import metrics
 
 if TYPE_CHECKING:
-    from .runview import StudioRun
+    from selavi_core.studio.runview import StudioRun
 
 
 def _as_frame(result: Any) -> pd.DataFrame:
@@ -27,9 +27,9 @@ def _as_frame(result: Any) -> pd.DataFrame:
 
 
 def evaluation_table(sr: StudioRun) -> tuple[pd.DataFrame, str | None]:
-    """(table, note): the run's metrics per head, from ``selavi_core.evaluate`` when it is installed.
+    """(table, note): the run's metrics per head, from ``selavi_core.evaluation.evaluate`` when it is installed.
 
-    Falls back to ``selavi_core.metrics.clustering_scores`` per head (same protocol, without the
+    Falls back to ``selavi_core.evaluation.metrics.clustering_scores`` per head (same protocol, without the
     extra columns ``selavi evaluate`` may add) and says so in the note. Memoised per run.
     """
     key = ("evaluation",)
@@ -38,7 +38,7 @@ def evaluation_table(sr: StudioRun) -> tuple[pd.DataFrame, str | None]:
             return sr._memo[key]  # type: ignore[return-value]
         note = None
         try:
-            from ..evaluate import evaluate_run
+            from selavi_core.evaluation.evaluate import evaluate_run
         except ImportError:
             evaluate_run = None
         if evaluate_run is not None:
@@ -58,6 +58,6 @@ def evaluation_table(sr: StudioRun) -> tuple[pd.DataFrame, str | None]:
             table = pd.DataFrame(
                 [{"head": h, **metrics.clustering_scores(codes, sr.head(h).joint)} for h in range(sr.heads)]
             ).set_index("head")
-            note = "Computed with selavi_core.metrics (the `selavi evaluate` module is not installed)."
+            note = "Computed with selavi_core.evaluation.metrics (the `selavi evaluate` module is not installed)."
         sr._memo[key] = (table, note)
         return table, note

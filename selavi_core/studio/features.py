@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..run import Run
+from selavi_core.runs.run import Run
 
 FEATURE_KINDS = ("both", "video", "audio")
 CHUNK = 16_384

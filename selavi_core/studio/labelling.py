@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..config import LABELS
-from ..labels import LabelStore, StaleEditError
-from ..labels.exports import FORMATS, export_bytes
-from ..labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, Event, describe
+from selavi_core.config import LABELS
+from selavi_core.labels import LabelStore, StaleEditError
+from selavi_core.labels.exports import FORMATS, export_bytes
+from selavi_core.labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, Event, describe
 
 #: ``source`` of every event the Studio writes (the CLI and scripts write others).
 STUDIO_SOURCE = "studio"

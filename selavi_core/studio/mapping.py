@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import STUDIO, StudioSpec
-from .features import embed, embed_chunks, feature_dim
+from selavi_core.config import STUDIO, StudioSpec
+from selavi_core.studio.features import embed, embed_chunks, feature_dim
 
 if TYPE_CHECKING:
-    from .runview import StudioRun
+    from selavi_core.studio.runview import StudioRun
 
 MAP_DIR = "map"
 MAP_VERSION = 1
@@ -241,7 +241,7 @@ def map_frame(sr: StudioRun, res: MapResult, head: int, colour: str = "cluster",
     if colour == "ground truth" and gt is not None:
         df["colour"] = gt[0][rows]
     elif colour == HUMAN_LABEL and human is not None:
-        from .labelling import human_colours
+        from selavi_core.studio.labelling import human_colours
 
         df["colour"] = human_colours(df["human"])
     else:

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import STUDIO
-from ..errors import SelaviError
-from ..run import Run
-from .media import ClipMedia, PreviewIndex
+from selavi_core.config import STUDIO
+from selavi_core.errors import SelaviError
+from selavi_core.runs.run import Run
+from selavi_core.studio.media import ClipMedia, PreviewIndex
 
 ORDERS = ("most", "least")  # most confident members first, or the least confident (borderline) first
 
@@ -277,7 +277,7 @@ class StudioRun:
             key = ("head_summary",)
             if key in self._memo:
                 return self._memo[key]  # type: ignore[return-value]
-            from .compare import head_agreement
+            from selavi_core.studio.compare import head_agreement
 
             nmi = head_agreement(self, with_ground_truth=False)["nmi"].to_numpy()
             rows = []

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..config import STUDIO
-from .features import FEATURE_KINDS, embed, embed_chunks, feature_dim
+from selavi_core.config import STUDIO
+from selavi_core.studio.features import FEATURE_KINDS, embed, embed_chunks, feature_dim
 
 if TYPE_CHECKING:
-    from .runview import StudioRun
+    from selavi_core.studio.runview import StudioRun
 
 
 def feature_index(sr: StudioRun, kind: str = "both"):

@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .config import AudioSpec
+from selavi_core.config import AudioSpec
 
 #: The scale of signed 16-bit PCM: a [-1, 1] float wave times this gives SeLaVi's raw int16 magnitudes.
 INT16_SCALE = 32768.0

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RunError
-from .metrics import UNKNOWN, clustering_scores
-from .progress import progress
-from .raw_features import load_raw_features
-from .run import Run
+from selavi_core.errors import RunError
+from selavi_core.evaluation.metrics import UNKNOWN, clustering_scores
+from selavi_core.progress import progress
+from selavi_core.runs.raw_features import load_raw_features
+from selavi_core.runs.run import Run
 
 #: Spherical k-means baseline: Lloyd iterations per run, and at most this many independent runs (the
 #: best objective wins) ...

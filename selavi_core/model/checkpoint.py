@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ModelSpec, Preset
-from .errors import CheckpointError
-from .models import FULL_WIDTHS, SeLaViModel
+from selavi_core.config import ModelSpec, Preset
+from selavi_core.errors import CheckpointError
+from selavi_core.model.networks import FULL_WIDTHS, SeLaViModel
 
 FORMAT = "selavi-studio/1"
 FORMAT_FAMILY = "selavi-studio/"

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import CacheSpec, Preset, default_workers
-from .errors import MediaError
-from .progress import progress
+from selavi_core.config import CacheSpec, Preset, default_workers
+from selavi_core.errors import MediaError
+from selavi_core.progress import progress
 
 #: The AudioSpec fields that change the cached whole-clip log-mel (training augmentations do not).
 LOG_MEL_FIELDS = ("sample_rate", "n_mels", "n_fft", "win_s", "hop_s", "preemph", "low_hz", "high_hz", "exact")
@@ -54,7 +54,7 @@ def cache_key(preset: Preset, catalog_hash: str) -> str:
 
 def _decode_one(args: tuple[str, float, float, CacheSpec, int]) -> tuple[np.ndarray, np.ndarray] | str:
     """Worker: decode one clip window into (frames S x S, audio) or return the error reason."""
-    from .media import decode_clip
+    from selavi_core.media import decode_clip
 
     path, start, end, spec, sample_rate = args
     end = min(end, start + spec.max_seconds)
@@ -139,7 +139,7 @@ def build_cache(
         return ClipCache(out)
     rows = catalog[catalog["status"] == "ok"].reset_index(drop=True)
     if rows.empty:
-        from .errors import CatalogError
+        from selavi_core.errors import CatalogError
 
         raise CatalogError(f"catalog {catalog_dir} has no decodable clips")
     spec, sr = preset.cache, preset.audio.sample_rate
@@ -222,7 +222,7 @@ def _write_log_mels(cache_dir: Path, n_samples: np.ndarray, preset: Preset, chun
     """Whole-clip log-mels of the cached audio (frames past a clip's end hold silence)."""
     import torch
 
-    from .audio import frame_count, log_mel
+    from selavi_core.model.logmel import frame_count, log_mel
 
     audio = np.load(cache_dir / "audio.npy", mmap_mode="r")
     spec = preset.audio

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ScheduleSpec
-from .errors import SelaviError
+from selavi_core.config import ScheduleSpec
+from selavi_core.errors import SelaviError
 
 _SCHEDULE = ScheduleSpec()
 

@@ -13,7 +13,7 @@ Studio and the label store. Layout (all arrays row-aligned with ``clips.parquet`
     RUN_DIR/features/video.npy            float16 (N, Dv) pooled encoder features
     RUN_DIR/features/audio.npy            float16 (N, Da)
     RUN_DIR/features/raw_video.npy        float32 (N, 1024) raw-input features for the no-learning baselines
-    RUN_DIR/features/raw_audio.npy        float32 (N, 2 n_mels)  (selavi_core/raw_features.py; written by assignment)
+    RUN_DIR/features/raw_audio.npy        float32 (N, 2 n_mels)  (selavi_core/runs/raw_features.py; written by assignment)
     RUN_DIR/priors.npy                    float64 (H, K) target cluster marginal each head was trained with
 
 Arrays are plain ``.npy`` so readers memory-map them: opening a 200,000-clip run costs milliseconds
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import RunError
+from selavi_core.errors import RunError
 
 META_FILE = "run.json"
 CLIPS_FILE = "clips.parquet"
@@ -90,7 +90,7 @@ def write_run(
 
     Everything goes to a sibling temporary folder first, which then replaces ``run_dir``'s
     assignment files in one rename each; a checkpoint or log already in ``run_dir`` is kept.
-    ``raw_features`` (modality -> (N, D) block, ``selavi_core.raw_features``) go into ``features/`` with
+    ``raw_features`` (modality -> (N, D) block, ``selavi_core.runs.raw_features``) go into ``features/`` with
     the learned ones, so the raw baselines always describe the same assignment.
     """
     run_dir = Path(run_dir)
@@ -201,7 +201,7 @@ class Run:
     @cached_property
     def catalog(self) -> pd.DataFrame:
         """The catalog rows of this run's clips, in run order (reads the catalog the run was made from)."""
-        from .catalog import load_catalog  # the previous stage; imported lazily to keep this module light
+        from selavi_core.catalog import load_catalog  # the previous stage; imported lazily to keep this module light
 
         cat = load_catalog(self.meta.catalog_dir).set_index("clip_id")
         missing = pd.Index(self.clip_ids).difference(cat.index)

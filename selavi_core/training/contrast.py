@@ -7,7 +7,7 @@ over four seeds). Matching each clip's picture to its own sound among the other 
 (symmetric InfoNCE on small projections of the two pooled features) rewards exactly the factors both
 modalities share from the first step, so the labels have something cross-modal to follow at once.
 
-The projections live outside :class:`~selavi_core.models.SeLaViModel`, so the network and its checkpoint
+The projections live outside :class:`~selavi_core.model.networks.SeLaViModel`, so the network and its checkpoint
 layout stay SeLaVi's; :class:`TrainingNet` bundles both for one forward pass (one DistributedDataParallel
 wrapper covers both).
 """
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ContrastSpec
-from .errors import SelaviError
-from .models import SeLaViModel
+from selavi_core.config import ContrastSpec
+from selavi_core.errors import SelaviError
+from selavi_core.model.networks import SeLaViModel
 
 
 def check_contrast_spec(spec: ContrastSpec) -> None:

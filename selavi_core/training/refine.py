@@ -18,14 +18,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .config import REFINE_TARGETS, RefineSpec, SinkhornSpec
-from .constraints import FixedRows, constrained_sinkhorn
-from .errors import SelaviError
-from .inference import head_log_posteriors, joint_log_posterior
-from .metrics import nmi
-from .models import SeLaViModel, self_label_loss
-from .priors import column_mass
-from .sinkhorn import sinkhorn_knopp
+from selavi_core.config import REFINE_TARGETS, RefineSpec, SinkhornSpec
+from selavi_core.errors import SelaviError
+from selavi_core.evaluation.metrics import nmi
+from selavi_core.model.inference import head_log_posteriors, joint_log_posterior
+from selavi_core.model.networks import SeLaViModel, self_label_loss
+from selavi_core.selflabel.priors import column_mass
+from selavi_core.selflabel.sinkhorn import sinkhorn_knopp
+from selavi_core.training.constraints import FixedRows, constrained_sinkhorn
 
 
 def check_refine_spec(spec: RefineSpec) -> None:
@@ -57,7 +57,7 @@ def label_heads(
 
     ``marginal(h, mass)`` gives head h's target cluster distribution from its current column mass, so the
     caller's prior (rank-matched draws included) applies exactly as in training. ``fixed`` pins rows to
-    clusters in every head (human labels, ``selavi_core.constraints``); the rest share what the pins leave.
+    clusters in every head (human labels, ``selavi_core.training.constraints``); the rest share what the pins leave.
     """
     labels = np.empty((len(fv), model.heads), np.int64)
     iters = []

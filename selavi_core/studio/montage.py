@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import STUDIO, StudioSpec
+from selavi_core.config import STUDIO, StudioSpec
 
 if TYPE_CHECKING:
-    from .studio.runview import StudioRun
+    from selavi_core.studio.runview import StudioRun
 
 MONTAGE_DIR = "montages"
 MONTAGE_FPS = 15

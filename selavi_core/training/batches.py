@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import log_mel
-from .clipcache import ClipCache
-from .config import Preset
+from selavi_core.config import Preset
+from selavi_core.model.logmel import log_mel
+from selavi_core.training.clip_cache import ClipCache
 
 
 class BatchMaker:

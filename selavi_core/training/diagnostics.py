@@ -1,6 +1,6 @@
 """Training diagnostics a user can read without ground truth: the curves of ``train_log.jsonl`` and warnings.
 
-``selavi train`` appends one JSON object per line to ``RUN_DIR/train_log.jsonl`` (selavi_core/train.py):
+``selavi train`` appends one JSON object per line to ``RUN_DIR/train_log.jsonl`` (selavi_core/training/trainer.py):
 ``{"type": "epoch", ...}`` after every epoch, carrying the last labelling made before the epoch ended
 (``labelling_log``), then ``{"type": "refine", ...}`` for each round of refining the heads. This module turns
 that log into tidy frames (one row per epoch, per labelling, per refine round) and judges whether the run
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import DIAGNOSTICS, DiagnosticsSpec
-from .errors import RunError
+from selavi_core.config import DIAGNOSTICS, DiagnosticsSpec
+from selavi_core.errors import RunError
 
-LOG_NAME = "train_log.jsonl"  # the name selavi_core.train writes (not imported: train pulls in torch)
+LOG_NAME = "train_log.jsonl"  # the name selavi_core.training.trainer writes (not imported: train pulls in torch)
 
 EPOCH_COLUMNS = (
     "epoch",

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import LABELS
-from .errors import SelaviError
-from .sinkhorn import SinkhornResult, normalise_marginal, sinkhorn_knopp
+from selavi_core.config import LABELS
+from selavi_core.errors import SelaviError
+from selavi_core.selflabel.sinkhorn import SinkhornResult, normalise_marginal, sinkhorn_knopp
 
 #: A cluster's remaining target below this many rows counts as full: ``r * N - counts`` is computed in
 #: floating point, and a cluster filled exactly by its pinned rows must not keep a 1e-15 target (a column
@@ -70,8 +70,8 @@ def _store_location(run_dir: Path, store_url: str | os.PathLike | None) -> str |
 
 
 def _open_store(run_dir: str | os.PathLike, store_url: str | os.PathLike | None) -> Any:
-    from .labels.store import LabelStore
-    from .run import Run
+    from selavi_core.labels.store import LabelStore
+    from selavi_core.runs.run import Run
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -88,7 +88,7 @@ def label_head(store: Any) -> int:
     several, the one where the most clips end up labelled (ties: the lowest); when none names a head (only
     per-clip labels, which hold in every head), head 0.
     """
-    from .labels.semantics import EDIT_ACTIONS
+    from selavi_core.labels.semantics import EDIT_ACTIONS
 
     state = store.state()
     heads = sorted(
@@ -117,7 +117,7 @@ def human_labels(
     the provenance (``run_dir``, ``head``, ``store``, ``last_event_id``). Raises ``ConstraintError`` (or
     ``RunError``) when the run, its store or its labels are missing or the head does not exist.
     """
-    from .labels.store import redact
+    from selavi_core.labels.store import redact
 
     store = _open_store(run_dir, store_url)
     try:

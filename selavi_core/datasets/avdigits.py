@@ -58,8 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import PAPER, default_workers
-from .errors import CatalogError, SelaviError
+from selavi_core.config import PAPER, default_workers
+from selavi_core.errors import CatalogError, SelaviError
 
 VARIANTS = ("balanced", "zipf")
 SOURCE_MODES = ("auto", "real", "fallback")
@@ -235,7 +235,7 @@ class Sources:
 def shared_data_dir() -> Path:
     """../shared/data relative to the repository root, or $SELAVI_SHARED_DATA."""
     env = os.environ.get("SELAVI_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def default_fsdd_dir() -> Path:
@@ -1172,7 +1172,7 @@ def build_avdigits(
 
 def _run_jobs(jobs: list[ClipJob], workers: int | None, show_progress: bool) -> int:
     """Build clips in a process pool (one clip per task, x264 single-threaded in each)."""
-    from .progress import progress
+    from selavi_core.progress import progress
 
     if not jobs:
         return 0

@@ -17,7 +17,7 @@ An option beyond the paper, ``ScheduleSpec.posteriors_from="training"``, labels 
 training steps already computed (optionally a running mean of them) instead of running extra passes.
 ``cpu-small`` uses it: on two cores it fits 1.6x the epochs into the same time. Another,
 ``RefineSpec.rounds``, ends training with rounds of the same self-labelling on the heads alone over
-frozen features (``selavi_core.refine``).
+frozen features (``selavi_core.training.refine``).
 
 Distributed pseudo-labelling shards rows across ranks; each rank keeps only its rows' posteriors
 and Sinkhorn all-reduces column sums, so no rank ever holds N x K for the whole data set.
@@ -37,16 +37,12 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .alignment import align_permutation, apply_permutation_to_linear
-from .catalog import catalog_hash, load_catalog
-from .checkpoint import load_checkpoint, save_checkpoint
-from .clipcache import build_cache
-from .config import Preset, planned_epochs
-from .constraints import LabelConstraints, constrained_sinkhorn
-from .contrast import CrossModalProjector, TrainingNet, check_contrast_spec, correspondence_loss
-from .data import BatchMaker
-from .errors import SelaviError
-from .inference import (
+from selavi_core.catalog import catalog_hash, load_catalog
+from selavi_core.config import Preset, planned_epochs
+from selavi_core.errors import SelaviError
+from selavi_core.evaluation.metrics import nmi
+from selavi_core.model.checkpoint import load_checkpoint, save_checkpoint
+from selavi_core.model.inference import (
     autocast_context,
     equalise_confidence,
     extract_features,
@@ -55,12 +51,16 @@ from .inference import (
     margin_sum,
     to_device,
 )
-from .metrics import nmi
-from .models import bf16_supported, build_model, self_label_loss, to_channels_last
-from .priors import column_mass, parse_prior
-from .progress import progress
-from .refine import check_refine_spec, refine_heads
-from .sinkhorn import sinkhorn_knopp, sinkhorn_knopp_distributed
+from selavi_core.model.networks import bf16_supported, build_model, self_label_loss, to_channels_last
+from selavi_core.progress import progress
+from selavi_core.selflabel.alignment import align_permutation, apply_permutation_to_linear
+from selavi_core.selflabel.priors import column_mass, parse_prior
+from selavi_core.selflabel.sinkhorn import sinkhorn_knopp, sinkhorn_knopp_distributed
+from selavi_core.training.batches import BatchMaker
+from selavi_core.training.clip_cache import build_cache
+from selavi_core.training.constraints import LabelConstraints, constrained_sinkhorn
+from selavi_core.training.contrast import CrossModalProjector, TrainingNet, check_contrast_spec, correspondence_loss
+from selavi_core.training.refine import check_refine_spec, refine_heads
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
@@ -683,7 +683,7 @@ def train(
     ``constraints`` (``LabelConstraints.from_run(RUN1)``) pins the clips people labelled in another run to one
     cluster per label name in every labelling; run.json's ``extra["labels_from"]`` records where they came from.
     """
-    from .assign import write_assignments
+    from selavi_core.runs.assign import write_assignments
 
     ctx = setup_context(device)
     out = Path(out_dir)

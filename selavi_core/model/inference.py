@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .data import BatchMaker
-from .models import bf16_supported, channels_last_inputs, cpu_autocast
-from .progress import progress
+from selavi_core.model.networks import bf16_supported, channels_last_inputs, cpu_autocast
+from selavi_core.progress import progress
+from selavi_core.training.batches import BatchMaker
 
 ROW_CHUNK = 16_384
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .clipcache import ClipCache
-from .config import RAW_BASELINE, Preset, RawBaselineSpec
-from .errors import RunError
-from .progress import progress
+from selavi_core.training.clip_cache import ClipCache
+from selavi_core.config import RAW_BASELINE, Preset, RawBaselineSpec
+from selavi_core.errors import RunError
+from selavi_core.progress import progress
 
 #: File names inside ``RUN_DIR/features``, per modality (written by ``run.write_run``).
 RAW_FILES = {"video": "raw_video.npy", "audio": "raw_audio.npy"}
@@ -84,7 +84,7 @@ def raw_audio_features(cache: ClipCache, rows: np.ndarray, preset: Preset) -> np
     """
     import torch
 
-    from .audio import frame_count, log_mel
+    from selavi_core.model.logmel import frame_count, log_mel
 
     spec = preset.audio
     rows = np.asarray(rows, dtype=np.int64)

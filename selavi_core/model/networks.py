@@ -25,7 +25,7 @@ from torchvision.models.video import r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock as BasicBlock3d
 from torchvision.models.video.resnet import Conv2Plus1D
 
-from .config import ModelSpec, Preset
+from selavi_core.config import ModelSpec, Preset
 
 #: The paper's encoder widths; at these widths we use torchvision's models verbatim.
 FULL_WIDTHS = (64, 128, 256, 512)

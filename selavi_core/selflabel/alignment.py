@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 
-from .config import ScheduleSpec
+from selavi_core.config import ScheduleSpec
 
 if TYPE_CHECKING:
     import torch

@@ -3,7 +3,7 @@
 One centred clip and centre crop per clip, as the official evaluation. The run folder records the
 catalog's location and hash and the checkpoint's hash, so ``selavi evaluate`` and the Studio find
 the ground truth and provenance by themselves. It also holds raw-input features of the same clips
-(selavi_core/raw_features.py), so that evaluation can show what k-means on the inputs alone gives.
+(selavi_core/runs/raw_features.py), so that evaluation can show what k-means on the inputs alone gives.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .catalog import catalog_hash, load_catalog
-from .checkpoint import load_model
-from .clipcache import ClipCache, build_cache
-from .config import PAPER, Preset
-from .data import BatchMaker
-from .errors import SelaviError
-from .inference import extract_features, predictions
-from .models import bf16_supported, to_channels_last
-from .raw_features import raw_features
-from .run import RunMeta, file_hash, write_run
+from selavi_core.catalog import catalog_hash, load_catalog
+from selavi_core.model.checkpoint import load_model
+from selavi_core.training.clip_cache import ClipCache, build_cache
+from selavi_core.config import PAPER, Preset
+from selavi_core.training.batches import BatchMaker
+from selavi_core.errors import SelaviError
+from selavi_core.model.inference import extract_features, predictions
+from selavi_core.model.networks import bf16_supported, to_channels_last
+from selavi_core.runs.raw_features import raw_features
+from selavi_core.runs.run import RunMeta, file_hash, write_run
 
 
 def write_assignments(
@@ -115,7 +115,7 @@ def assign(
     device: str = "auto",
     log=print,
 ) -> Path:
-    from .train import resolve_device
+    from selavi_core.training.trainer import resolve_device
 
     dev = resolve_device(device)
     model, preset, priors, prior = load_model_for_assignment(checkpoint)

@@ -59,8 +59,8 @@ from numba import types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-from .config import SinkhornSpec  # noqa: E402
-from .errors import SelaviError  # noqa: E402
+from selavi_core.config import SinkhornSpec  # noqa: E402
+from selavi_core.errors import SelaviError  # noqa: E402
 
 if nb.config.THREADING_LAYER == "default":  # numba imported earlier (e.g. by umap): still choose before first launch
     from numba.np.ufunc import parallel as _nb_parallel

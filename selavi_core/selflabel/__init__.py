@@ -1,0 +1,1 @@
+"""Self-labelling: Sinkhorn-Knopp optimal transport, cluster-size priors and modality alignment."""

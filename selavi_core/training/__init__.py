@@ -1,0 +1,1 @@
+"""Training SeLaVi: the trainer, batches, the decode cache, refining, constraints and diagnostics."""
