@@ -15,7 +15,7 @@ RUN pip install --no-cache-dir -r requirements.txt
 
 COPY pyproject.toml README.md ./
 COPY selavi_core ./selavi_core
-COPY app ./app
+COPY selavi_app ./selavi_app
 COPY assets ./assets
 RUN pip install --no-cache-dir --no-deps -e .
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
 from selavi_core.studio.evaluation import evaluation_table
 from selavi_core.training.diagnostics import (
     agreement_threshold,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
 from selavi_core.config import LABELS, STUDIO
 from selavi_core.labels import LabelError
 from selavi_core.studio.labelling import (

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
 from selavi_core.config import LABELS, STUDIO
 from selavi_core.studio.labelling import NO_LABEL, STUDIO_SOURCE, label_options
 from selavi_core.studio.mapping import HUMAN_LABEL, cached_map, colour_options, ensure_map, map_frame

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
 from selavi_core.config import STUDIO
 from selavi_core.errors import SelaviError
 from selavi_core.labels.semantics import describe
