@@ -1,4 +1,5 @@
-"""The shape of the Studio's code: no import circles inside ``selavi_core.studio``.
+"""The shape of the Studio's code: no import circles inside ``selavi_core.studio``, and the app (``selavi_app``)
+reaches the core only through ``selavi_core.studio``, ``labels``, ``config`` and ``errors``.
 
 Imports are read from the source (``ast``), all of them: module level, inside functions and under
 ``TYPE_CHECKING``, since a function-level import is a circle that only shows at run time.
@@ -11,6 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIO = ROOT / "selavi_core" / "studio"
+APP = ROOT / "selavi_app"
+#: What the app may import of the core: the Studio's functions, the label store, settings and errors.
+APP_MAY_IMPORT = ("selavi_core.studio", "selavi_core.labels", "selavi_core.config", "selavi_core.errors")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -62,3 +66,20 @@ def test_studio_modules_import_no_circle():
     assert "selavi_core.studio.compare" in graph and "selavi_core.studio.runview" in graph
     assert "selavi_core.studio.compare" in graph["selavi_core.studio.runview"]  # runview uses compare ...
     assert find_cycle(graph) is None  # ... and nothing leads back, not even a function-level import
+
+
+def test_the_app_imports_only_the_studio_labels_config_and_errors():
+    scripts = sorted(APP.rglob("*.py"))
+    assert {p.name for p in scripts} >= {"Home.py", "studio_ui.py", "overview.py", "clusters.py", "similar.py"}
+    seen = set()
+    for path in scripts:
+        for mod in imported_modules(path):
+            if mod == "selavi_core" or mod.startswith("selavi_core."):
+                seen.add(mod)
+                assert mod.startswith(APP_MAY_IMPORT), f"{path.relative_to(ROOT)} imports {mod}"
+    assert any(m.startswith("selavi_core.studio") for m in seen)
+
+
+def test_the_app_does_not_edit_sys_path():
+    for path in APP.rglob("*.py"):
+        assert "sys.path" not in path.read_text(), path
