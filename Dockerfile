@@ -13,11 +13,13 @@ WORKDIR /work
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
-COPY pyproject.toml README.md ./
-COPY selavi_core ./selavi_core
-COPY app ./app
+# The project itself, installed like any package (not editable): `selavi` and the Studio's pages come from
+# site-packages, and the sources are removed after the build, so nothing runs from a checkout.
+COPY pyproject.toml README.md /tmp/selavi-src/
+COPY selavi_core /tmp/selavi-src/selavi_core
+COPY selavi_app /tmp/selavi-src/selavi_app
+RUN pip install --no-cache-dir --no-deps /tmp/selavi-src && rm -rf /tmp/selavi-src
 COPY assets ./assets
-RUN pip install --no-cache-dir --no-deps -e .
 
 ENV NUMBA_THREADING_LAYER=workqueue \
     PYTHONUNBUFFERED=1

@@ -43,9 +43,16 @@ def free_port() -> int:
 class AppServer:
     """`selavi app RUN_DIR --port P` as a user starts it, in its own process group (so it can be killed whole)."""
 
-    def __init__(self, run_dir: Path, log_path: Path, port: int | None = None):
+    def __init__(
+        self, run_dir: Path, log_path: Path, port: int | None = None, *, selavi: list[str] | None = None,
+        env: dict[str, str] | None = None, cwd: Path | None = None,
+    ):  # fmt: skip
+        """``selavi``: the command that is `selavi` (default: this interpreter's ``-m selavi_core.cli``);
+        ``env`` and ``cwd``: the server's environment and working folder (default: this process's)."""
         self.run_dir = Path(run_dir)
         self.log_path = Path(log_path)
+        self.selavi = selavi or [sys.executable, "-m", "selavi_core.cli"]
+        self.env, self.cwd = env, cwd
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -53,8 +60,9 @@ class AppServer:
     def start(self) -> str:
         """Start the server and wait for its health check; returns the base URL."""
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps writing to it; closed after start
-        cmd = [sys.executable, "-m", "selavi_core.cli", "app", str(self.run_dir), "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [*self.selavi, "app", str(self.run_dir), "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
+                                     cwd=self.cwd)  # fmt: skip
         log.close()
         deadline = time.time() + START_TIMEOUT_S
         while time.time() < deadline:

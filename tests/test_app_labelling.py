@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from selavi_app import HOME
 from selavi_core.labels import LabelStore
 from selavi_core.studio.runs import RUNS_ENV
 
-ENTRY = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+ENTRY = HOME  # the installed package's entry script, as `selavi app` runs it
 TIMEOUT = 120
 PAGES = ("overview", "clusters", "compare", "map", "similar", "labels")
 

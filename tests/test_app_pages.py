@@ -1,22 +1,21 @@
 """Every Studio page renders under Streamlit's AppTest on a small real run and shows the right numbers.
 
-AppTest runs the real entry script (``app/Home.py``, with ``st.navigation``) and switches pages the
+AppTest runs the real entry script (``selavi_app/Home.py``, with ``st.navigation``) and switches pages the
 way the sidebar does; media elements are opaque to it, so playback is covered by test_browser.py.
 Expected numbers are computed here from the run's files with pandas, independently of the Studio.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from selavi_app import HOME
 from selavi_core.studio.runs import RUNS_ENV
 
-ENTRY = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+ENTRY = HOME  # the installed package's entry script, as `selavi app` runs it
 TIMEOUT = 120
 
 

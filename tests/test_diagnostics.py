@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from selavi_app import HOME
 from selavi_core.cli import main
 from selavi_core.commands.train import training_report
 from selavi_core.config import DIAGNOSTICS
@@ -32,7 +33,7 @@ from selavi_core.training.diagnostics import (
     read_train_log,
 )
 
-ENTRY = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+ENTRY = HOME  # the installed package's entry script, as `selavi app` runs it
 DATA = Path(__file__).resolve().parent / "data"  # real training logs (see test_recorded_avdigits_runs...)
 
 # ---- a real tiny training run ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
-ENTRY = Path("app") / "Home.py"
+APP_PACKAGE = "selavi_app"  # the Studio's pages, shipped in the same distribution as selavi_core
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,16 +32,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def app_entry() -> Path:
-    """``app/Home.py`` of the checkout the package is installed from (the project installs editable)."""
+    """The Studio's entry script, ``Home.py`` of the installed ``selavi_app`` package (wheel or checkout)."""
+    from importlib import resources
+
     from selavi_core.errors import SelaviError
 
-    root = Path(__file__).resolve().parents[2]
-    entry = root / ENTRY
-    if not entry.is_file():
+    try:
+        entry = Path(str(resources.files(APP_PACKAGE) / "Home.py"))
+    except ModuleNotFoundError:
         raise SelaviError(
-            f"the Studio's entry {entry} is missing: `selavi app` runs from a checkout of the project "
-            "installed in editable mode (`pip install -e .`)"
-        )
+            f"the Studio's package {APP_PACKAGE} is not installed: install the project (`pip install .`)"
+        ) from None
+    if not entry.is_file():
+        raise SelaviError(f"the Studio's entry {entry} is missing: reinstall the project (`pip install .`)")
     return entry
 
 
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print("selavi app: no RUN_DIR given; the Studio will ask for one", file=sys.stderr)
     shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
     print(f"SeLaVi Studio: http://{shown}:{args.port}  (Ctrl-C stops it)", flush=True)
+    # cwd: the folder holding selavi_app (site-packages, or a checkout), which `python -m` puts first on sys.path
     proc = subprocess.Popen(streamlit_command(entry, args.host, args.port), env=env, cwd=entry.parent.parent)
     try:
         return proc.wait()

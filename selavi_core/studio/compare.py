@@ -4,21 +4,21 @@ SeLaVi trains 10 decorrelated heads; the official tools show head 0 only. Here e
 (and each head against ground truth, when there is any) gets NMI and ARI, and any two heads get a
 contingency table whose rows and columns are ordered so that agreement shows as a bright diagonal
 and splits or merges as short horizontal or vertical runs beside it.
+
+Pure functions of assignment arrays: ``StudioRun`` (``runview``) calls them and memoises the results,
+so this module does not know the run object (and the two modules do not import each other).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from selavi_core.evaluation import metrics
-
-if TYPE_CHECKING:
-    from selavi_core.studio.runview import StudioRun
 
 GT_NAME = "ground truth"
 
@@ -27,37 +27,24 @@ def head_names(n_heads: int) -> list[str]:
     return [f"head {h}" for h in range(n_heads)]
 
 
-def head_agreement(sr: StudioRun, *, with_ground_truth: bool = True) -> dict[str, pd.DataFrame]:
-    """{"nmi": DataFrame, "ari": DataFrame}: symmetric matrices over the heads (plus ground truth).
+def agreement_matrices(labels: Sequence[np.ndarray], names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """{"nmi": DataFrame, "ari": DataFrame}: symmetric matrices over labelings, named by ``names``.
 
-    Computed once per run (45 pairs at 10 heads, ~10 ms each at 200,000 clips) and memoised.
-    Pairs with ground truth count only the labelled clips.
+    A labeling named ``GT_NAME`` is ground truth: its unknown (-1) codes are dropped from its pairs.
     """
-    key = ("agreement", with_ground_truth)
-    with sr._lock:
-        if key in sr._memo:
-            return sr._memo[key]  # type: ignore[return-value]
-        labels = [sr.head(h).joint for h in range(sr.heads)]
-        names = head_names(sr.heads)
-        gt = sr.ground_truth if with_ground_truth else None
-        if gt is not None:
-            labels.append(gt[0])
-            names.append(GT_NAME)
-        m = len(labels)
-        nmi, ari = np.eye(m), np.eye(m)
-        for i in range(m):
-            for j in range(i + 1, m):
-                # ground truth (last) goes first: the metrics drop its unknown (-1) codes
-                a, b = (labels[j], labels[i]) if names[j] == GT_NAME else (labels[i], labels[j])
-                nmi[i, j] = nmi[j, i] = metrics.nmi(a, b)
-                ari[i, j] = ari[j, i] = metrics.ari(a, b)
-        out = {
-            "nmi": pd.DataFrame(nmi, index=names, columns=names),
-            "ari": pd.DataFrame(ari, index=names, columns=names),
-        }
-        sr._memo[key] = out
-        return out
-
+    names = list(names)
+    m = len(labels)
+    nmi, ari = np.eye(m), np.eye(m)
+    for i in range(m):
+        for j in range(i + 1, m):
+            # ground truth goes first: the metrics drop its unknown (-1) codes
+            a, b = (labels[j], labels[i]) if names[j] == GT_NAME else (labels[i], labels[j])
+            nmi[i, j] = nmi[j, i] = metrics.nmi(a, b)
+            ari[i, j] = ari[j, i] = metrics.ari(a, b)
+    return {
+        "nmi": pd.DataFrame(nmi, index=names, columns=names),
+        "ari": pd.DataFrame(ari, index=names, columns=names),
+    }
 
 @dataclass(frozen=True)
 class Contingency:
@@ -76,16 +63,12 @@ class Contingency:
         return np.divide(self.table, s, out=np.zeros(self.table.shape), where=s > 0)
 
 
-def full_contingency(sr: StudioRun, head_a: int, head_b: int) -> np.ndarray:
-    """(K, K) counts including empty clusters, row = cluster of head A, column = cluster of head B."""
-    key = ("contingency", head_a, head_b)
-    with sr._lock:
-        if key not in sr._memo:
-            table, rows, cols = metrics.contingency(sr.head(head_a).joint, sr.head(head_b).joint)
-            full = np.zeros((sr.k, sr.k), dtype=np.int64)
-            full[np.ix_(rows, cols)] = table
-            sr._memo[key] = full
-        return sr._memo[key]  # type: ignore[return-value]
+def contingency_counts(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) counts including empty clusters, row = cluster in ``a``, column = cluster in ``b``."""
+    table, rows, cols = metrics.contingency(a, b)
+    full = np.zeros((k, k), dtype=np.int64)
+    full[np.ix_(rows, cols)] = table
+    return full
 
 
 def order_contingency(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -123,28 +106,21 @@ def order_contingency(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]
     return rows_arr, cols_arr, matched
 
 
-def contingency(sr: StudioRun, head_a: int, head_b: int, *, drop_empty: bool = True) -> Contingency:
-    key = ("contingency_ordered", head_a, head_b, drop_empty)
-    with sr._lock:
-        if key in sr._memo:
-            return sr._memo[key]  # type: ignore[return-value]
-        full = full_contingency(sr, head_a, head_b)
-        rows, cols, matched = order_contingency(full)
-        if drop_empty:
-            rows = rows[full[rows].sum(axis=1) > 0]
-            cols = cols[full[:, cols].sum(axis=0) > 0]
-        out = Contingency(head_a, head_b, full[np.ix_(rows, cols)], rows, cols, matched)
-        sr._memo[key] = out
-        return out
+def ordered_contingency(full: np.ndarray, head_a: int, head_b: int, *, drop_empty: bool = True) -> Contingency:
+    """The (K, K) counts of two heads reordered by ``order_contingency`` (empty rows/columns dropped)."""
+    rows, cols, matched = order_contingency(full)
+    if drop_empty:
+        rows = rows[full[rows].sum(axis=1) > 0]
+        cols = cols[full[:, cols].sum(axis=0) > 0]
+    return Contingency(head_a, head_b, full[np.ix_(rows, cols)], rows, cols, matched)
 
 
-def cluster_flow(sr: StudioRun, head_a: int, cluster: int, head_b: int) -> pd.DataFrame:
-    """Where the members of one cluster of head A went in head B, largest destination first.
+def cluster_flow_table(full: np.ndarray, cluster: int) -> pd.DataFrame:
+    """Where the members of one cluster of head A went in head B (``full``: their counts), largest first.
 
     Columns: cluster (of B), count, share (of the A cluster), of_b (share of the B cluster that came
     from this A cluster: 1.0 means B's cluster is a pure subset).
     """
-    full = full_contingency(sr, head_a, head_b)
     row = full[cluster]
     nz = np.flatnonzero(row)
     nz = nz[np.argsort(-row[nz], kind="stable")]

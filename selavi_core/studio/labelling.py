@@ -17,6 +17,7 @@ import colorsys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ from selavi_core.config import LABELS
 from selavi_core.labels import LabelStore, StaleEditError
 from selavi_core.labels.exports import FORMATS, export_bytes
 from selavi_core.labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, Event, describe
+
+if TYPE_CHECKING:
+    from selavi_core.studio.runview import StudioRun
 
 #: ``source`` of every event the Studio writes (the CLI and scripts write others).
 STUDIO_SOURCE = "studio"
@@ -37,6 +41,14 @@ MIME = {"csv": "text/csv", "kinetics": "text/csv", "vggsound": "text/csv", "json
 SUFFIX = {"csv": ".csv", "kinetics": ".kinetics.csv", "vggsound": ".vggsound.csv", "json": ".json",
           "labelstudio": ".labelstudio.json"}  # fmt: skip
 UNLABELLED_COLOUR = "#c8c8c8"
+
+
+# ------------------------------------------------------------------------------ the store
+
+
+def open_label_store(sr: StudioRun) -> LabelStore:
+    """The run's label store (``RUN_DIR/labels.sqlite`` unless the run names another URL)."""
+    return LabelStore.open(sr.run)
 
 
 # ------------------------------------------------------------------------------ annotator

@@ -41,3 +41,12 @@ def runs_from_env(environ: dict[str, str] | None = None) -> list[RunRef]:
 
 def runs_to_env(paths: list[str | os.PathLike]) -> str:
     return os.pathsep.join(str(Path(p).expanduser().resolve()) for p in paths)
+
+
+def run_stamp(run_dir: str | os.PathLike) -> float:
+    """When the run folder was last (re)written (its run.json's mtime; 0 when unreadable): a cache key that
+    makes a retrained run load afresh."""
+    try:
+        return (Path(run_dir) / "run.json").stat().st_mtime
+    except OSError:
+        return 0.0

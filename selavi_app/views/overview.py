@@ -3,19 +3,13 @@ against the prior, which head first."""
 
 from __future__ import annotations
 
-import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
+from selavi_core.studio.browse import DUMPING_GROUND_MULTIPLE, dumping_grounds, size_facts
 from selavi_core.studio.evaluation import evaluation_table
-from selavi_core.training.diagnostics import (
-    agreement_threshold,
-    assess_training,
-    load_run_training,
-    swallow_threshold,
-    target_largest_share,
-)
+from selavi_core.studio.training import training_view
 
 ref, sr, head = ui.context()
 st.title("SeLaVi Studio")
@@ -31,11 +25,12 @@ for i, (name, value) in enumerate(summary.items()):
     cols[i % 4].metric(name, f"{value:,}" if isinstance(value, int) else str(value))
 
 st.subheader("Training")
-curves = load_run_training(sr.run.dir)
-if curves is None:
+training = training_view(sr.run.dir)
+if training is None:
     st.caption("No training log in this run folder (a run made by `selavi assign` has none), so no training curves.")
 else:
-    for w in assess_training(curves):
+    curves = training.curves
+    for w in training.warnings:
         st.warning(f"**{w.message}** {w.advice}", icon=":material/warning:")
     lab, ep, rounds = curves.labellings, curves.epochs, curves.final_refine
     st.caption(
@@ -65,8 +60,8 @@ else:
     else:  # a correspondence term of unknown weight is mixed in
         line(fig, ep, "epoch", "loss", "training loss")
     line(fig, ep, "epoch", "contrast_loss", "picture-sound correspondence loss (InfoNCE)")
-    if curves.k and curves.k > 1 and "loss" in ep:
-        fig.add_hline(y=float(np.log(curves.k)), line_dash="dash", line_color="grey",
+    if training.random_loss is not None and "loss" in ep:
+        fig.add_hline(y=training.random_loss, line_dash="dash", line_color="grey",
                       annotation_text="a random guess (log K)")  # fmt: skip
     fig.update_layout(title="Loss per epoch", xaxis_title="epoch", **layout)
     c1.plotly_chart(fig, width="stretch", key="train_loss")
@@ -76,8 +71,8 @@ else:
     line(fig, lab, "labelling", "agree_video", "video alone predicts the label")
     line(fig, lab, "labelling", "agree_audio", "audio alone predicts the label")
     line(fig, rounds, "refine_round", "stability_nmi", "stability while refining", offset=after, dash="dot")
-    if curves.k and "agree_video" in lab:
-        fig.add_hline(y=agreement_threshold(curves.k), line_dash="dash", line_color="grey",
+    if training.agreement_line is not None and "agree_video" in lab:
+        fig.add_hline(y=training.agreement_line, line_dash="dash", line_color="grey",
                       annotation_text=f"agreement a modality needs (chance {1 / curves.k:.0%})")  # fmt: skip
     fig.update_layout(title="Stability and agreement per labelling", xaxis_title="labelling", yaxis_range=[0, 1.02],
                       **layout)  # fmt: skip
@@ -87,10 +82,10 @@ else:
     if "largest_share" in lab:
         fig = go.Figure()
         line(fig, lab, "labelling", "largest_share", "largest cluster (mean over heads)")
-        target = target_largest_share(curves.k, curves.prior_largest_share)
-        if target:
-            fig.add_hline(y=target, line_dash="dash", line_color="black", annotation_text="the prior's largest share")
-            fig.add_hline(y=swallow_threshold(target), line_dash="dot", line_color="red",
+        if training.largest_target is not None:
+            fig.add_hline(y=training.largest_target, line_dash="dash", line_color="black",
+                          annotation_text="the prior's largest share")  # fmt: skip
+            fig.add_hline(y=training.swallow_line, line_dash="dot", line_color="red",
                           annotation_text="swallowing the data")  # fmt: skip
         fig.update_layout(title="Largest cluster's share of the clips", xaxis_title="labelling", yaxis_range=[0, 1.02],
                           yaxis_tickformat=".0%", **layout)  # fmt: skip
@@ -147,15 +142,17 @@ fig.update_layout(xaxis_title="cluster rank (largest first)", yaxis_title="share
                   margin={"t": 20, "b": 40}, yaxis_tickformat=".1%")  # fmt: skip
 st.plotly_chart(fig, width="stretch")
 idx = sr.cluster_index(head)
-big = idx[idx["share"] > 2 * idx["prior"].max()]
-if len(big):
+big = dumping_grounds(idx)
+if big:
+    times = "twice" if DUMPING_GROUND_MULTIPLE == 2 else f"{DUMPING_GROUND_MULTIPLE:g} times"
     st.warning(
-        f"Head {head}: {len(big)} cluster(s) hold more than twice the largest target share: "
-        + ", ".join(str(c) for c in big.index[:20])
+        f"Head {head}: {len(big)} cluster(s) hold more than {times} the largest target share: "
+        + ", ".join(str(c) for c in big[:20])
     )
+facts = size_facts(idx)
 st.caption(
-    f"Head {head}: {int((idx['size'] == 0).sum())} empty clusters of {sr.k}; "
-    f"largest {int(idx['size'].max()):,} clips, median {int(np.median(idx['size'])):,}."
+    f"Head {head}: {facts['empty']} empty clusters of {sr.k}; "
+    f"largest {facts['largest']:,} clips, median {facts['median']:,}."
 )
 st.page_link(
     ui.APP_DIR / "views" / "clusters.py",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
 from selavi_core.config import STUDIO
 from selavi_core.errors import SelaviError
 from selavi_core.labels.semantics import describe
 from selavi_core.labels.store import redact
+from selavi_core.studio.browse import label_count, sample_captions
 from selavi_core.studio.labelling import (
     DOWNLOAD_FORMATS,
     MIME,
@@ -83,12 +84,10 @@ if options and options != [NO_LABEL]:
     pick = s1.selectbox("Label", options, key=f"_spot_{head}")
     seed = int(s2.number_input("Sample", 0, 10_000, 0, key="_spot_seed", help="Another number: another sample"))
     sample = label_sample(labels, pick, STUDIO.page_size // 2, seed=seed)
-    n_all = int((labels["label"].isna() if pick == NO_LABEL else labels["label"] == pick).sum())
+    n_all = label_count(labels, pick)
     st.caption(f"{len(sample)} of {n_all:,} clips labelled {pick!r}, at random. ▶ plays one.")
     ui.player(sr, ui.current_clip(sr), head=head)
-    caps = [f"{r.clip_id} · {'own' if r.label_source == 'override' else 'cluster ' + str(r.cluster)}"
-            for r in sample.itertuples()]  # fmt: skip
-    ui.poster_grid(sr, sample["row"], key=f"spot-{head}-{pick}", captions=caps)
+    ui.poster_grid(sr, sample["row"], key=f"spot-{head}-{pick}", captions=sample_captions(sample))
 else:
     st.caption("Nothing to spot-check yet.")
 

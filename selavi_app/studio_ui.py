@@ -25,11 +25,12 @@ import streamlit as st
 from selavi_core.config import STUDIO
 from selavi_core.errors import SelaviError
 from selavi_core.labels import LabelError, LabelStore, StaleEditError
-from selavi_core.runs.run import Run
 from selavi_core.studio import RunRef, StudioRun, open_run, runs_from_env
-from selavi_core.studio.labelling import clean_annotator, conflict_message
+from selavi_core.studio.browse import clip_caption
+from selavi_core.studio.labelling import clean_annotator, conflict_message, open_label_store
 from selavi_core.studio.labelling import export_download as _export
 from selavi_core.studio.media import placeholder_svg, read_poster
+from selavi_core.studio.runs import run_stamp
 
 RUN, HEAD, CLUSTER, CLIP, HEAD_B, ANNOTATOR = "run", "head", "cluster", "clip", "head_b", "annotator"
 EDIT_HINT = "Enter your name under **Annotator** in the sidebar to edit labels: every edit records who made it."
@@ -44,11 +45,7 @@ def _load(path: str, stamp: float) -> StudioRun:
 
 
 def load_run(ref: RunRef) -> StudioRun:
-    try:
-        stamp = (ref.path / "run.json").stat().st_mtime
-    except OSError:
-        stamp = 0.0
-    return _load(str(ref.path), stamp)
+    return _load(str(ref.path), run_stamp(ref.path))
 
 
 def run_refs() -> list[RunRef]:
@@ -135,19 +132,15 @@ def sidebar() -> tuple[RunRef | None, StudioRun | None, int | None]:
 
 # ---- labelling -------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _open_store(path: str, stamp: float, _run: Run) -> LabelStore:
+def _open_store(path: str, stamp: float, _sr: StudioRun) -> LabelStore:
     # one store per run and process: it is thread-safe and keeps the log in memory (RUN_DIR/labels.sqlite)
-    return LabelStore.open(_run)
+    return open_label_store(_sr)
 
 
 def label_store(sr: StudioRun) -> LabelStore | None:
     """The run's label store, or None (with the reason in ``_store_problem``) when it cannot be opened."""
     try:
-        stamp = (sr.run.dir / "run.json").stat().st_mtime
-    except OSError:
-        stamp = 0.0
-    try:
-        store = _open_store(str(sr.run.dir), stamp, sr.run)
+        store = _open_store(str(sr.run.dir), run_stamp(sr.run.dir), sr)
     except (SelaviError, OSError) as err:
         st.session_state["_store_problem"] = str(err)
         return None
@@ -245,16 +238,7 @@ def player(sr: StudioRun, row: int | None, *, head: int | None = None, autoplay:
         st.info("Click ▶ under a poster to play that clip here.")
         return
     media = sr.media(row)
-    facts = sr.clip_rows([row]).iloc[0]
-    bits = [f"`{facts['clip_id']}`"]
-    if "label" in facts and facts["label"] is not None and str(facts["label"]) not in ("<NA>", "nan"):
-        bits.append(f"ground truth **{facts['label']}**")
-    if head is not None:
-        d = sr.head(head)
-        bits.append(
-            f"cluster {int(d.joint[row])} of head {head} (confidence {float(d.confidence[row]):.2f}; "
-            f"video alone → {int(d.video[row])}, audio alone → {int(d.audio[row])})"
-        )
+    caption = clip_caption(sr, row, head)
     if media.mp4 is not None:
         try:
             st.video(str(media.mp4), autoplay=autoplay, muted=autoplay)
@@ -267,7 +251,7 @@ def player(sr: StudioRun, row: int | None, *, head: int | None = None, autoplay:
         else:
             placeholder(media.problem or "no preview")
         st.warning(media.problem or "This clip has no playable preview.")
-    st.caption(" · ".join(bits))
+    st.caption(caption)
 
 
 def poster_grid(

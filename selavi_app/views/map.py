@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
 from selavi_core.config import LABELS, STUDIO
+from selavi_core.studio.browse import has_human_labels, label_mask
 from selavi_core.studio.labelling import NO_LABEL, STUDIO_SOURCE, label_options
 from selavi_core.studio.mapping import HUMAN_LABEL, cached_map, colour_options, ensure_map, map_frame
 
@@ -23,7 +24,7 @@ store = ui.store_or_warning(sr)
 seen = store.version() if store is not None else 0  # read before anything the user sees is drawn
 labels = store.effective_labels(head) if store is not None else None
 human = labels["label"].to_numpy(dtype=object) if labels is not None else None
-has_human = labels is not None and bool(labels["label"].notna().any())
+has_human = has_human_labels(labels)
 can_edit = store is not None and ui.annotator() is not None
 
 
@@ -64,7 +65,7 @@ df = map_frame(sr, res, head, colour, human=human)
 if has_human:
     keep = f2.multiselect("Show only clips labelled", label_options(labels), key=f"_map_filter_{head}")
     if keep:
-        df = df[df["human"].isin(keep).to_numpy() | ((NO_LABEL in keep) & df["human"].isna().to_numpy())]
+        df = df[label_mask(df["human"], keep)]
 extra = [c for c in ("label", "human") if c in df]
 hover = "%{customdata[0]}<br>cluster %{customdata[1]}" + "".join(
     f"<br>{'ground truth' if c == 'label' else 'human label'}: %{{customdata[{i + 2}]}}" for i, c in enumerate(extra)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
 from selavi_core.studio import cluster_flow, contingency, head_agreement
 
 ref, sr, head = ui.context()

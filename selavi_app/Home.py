@@ -1,4 +1,4 @@
-"""SeLaVi Studio: the Streamlit entry point (``selavi app RUN_DIR ...`` runs this file).
+"""SeLaVi Studio: the Streamlit entry point (``selavi app RUN_DIR ...`` runs this file, ``selavi_app.HOME``).
 
 It only declares the pages and draws the shared sidebar (run and head pickers); each page under
 ``views/`` is a thin script over ``selavi_core.studio``. Deep links: ``/clusters?run=NAME&head=3&cluster=12&annotator=ana``.
@@ -9,16 +9,13 @@ a legacy multipage app, and a deep link to ``/clusters`` would then run that pag
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # before anything imports numba (UMAP)
-APP_DIR = Path(__file__).resolve().parent
-if str(APP_DIR) not in sys.path:  # `streamlit run` adds it; AppTest and other runners may not
-    sys.path.insert(0, str(APP_DIR))
 
 import streamlit as st  # noqa: E402
-import studio_ui as ui  # noqa: E402
+
+from selavi_app import studio_ui as ui  # noqa: E402
+from selavi_app.studio_ui import APP_DIR  # noqa: E402
 
 st.set_page_config(page_title="SeLaVi Studio", page_icon=":material/movie:", layout="wide")
 

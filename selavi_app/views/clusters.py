@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
-import studio_ui as ui
 
+from selavi_app import studio_ui as ui
 from selavi_core.config import LABELS, STUDIO
 from selavi_core.labels import LabelError
+from selavi_core.studio.browse import (
+    MEMBER_ORDERS,
+    clip_in_cluster,
+    cluster_choice_label,
+    cluster_sorts,
+    descending_by_default,
+    filter_clusters_by_labels,
+    has_human_labels,
+    index_columns,
+    member_captions,
+    member_order,
+    sort_clusters,
+    split_parts_max,
+)
 from selavi_core.studio.labelling import (
     STUDIO_SOURCE,
     clip_tag,
     cluster_label_counts,
-    clusters_with_labels,
     describe_name,
     index_with_names,
     label_options,
@@ -42,17 +55,12 @@ can_edit = store is not None and ui.annotator() is not None
 idx = sr.cluster_index(head)
 if names is not None:
     idx = index_with_names(idx, names)
-SORTS = {"size": "size", "purity": "purity", "entropy": "entropy", "A/V agreement": "av_agreement",
-         "mean confidence": "mean_confidence", "cluster id": None, "human name": "name"}  # fmt: skip
-if sr.ground_truth is None:
-    SORTS = {k: v for k, v in SORTS.items() if v not in ("purity", "entropy")}
-
+SORTS = cluster_sorts(sr.ground_truth is not None)
 sizes = idx["size"].to_numpy()
 
 
 def _cluster_label(c: int) -> str:
-    name = idx.at[c, "name"] if "name" in idx else None
-    return f"{c} · {name}  ({sizes[c]:,} clips)" if isinstance(name, str) else f"{c}  ({sizes[c]:,} clips)"
+    return cluster_choice_label(idx, c)
 
 
 # ---- edit callbacks (run before the next script run; ``seen`` is bound when the button is drawn) -----
@@ -144,22 +152,15 @@ left, right = st.columns([2, 3], gap="large")
 with left:
     c1, c2 = st.columns([3, 2])
     sort_by = c1.selectbox("Sort clusters by", list(SORTS), key="_sort")
-    descending = c2.toggle("Largest first", value=sort_by not in ("entropy", "cluster id", "human name"),
-                           key=f"_desc_{sort_by}")  # fmt: skip
-    col = SORTS[sort_by]
-    view = idx if col is None else idx.sort_values(col, ascending=not descending, na_position="last", kind="stable")
-    if col is None and descending:
-        view = view.iloc[::-1]
-    if labels is not None and labels["label"].notna().any():
+    descending = c2.toggle("Largest first", value=descending_by_default(sort_by), key=f"_desc_{sort_by}")
+    view = sort_clusters(idx, SORTS[sort_by], descending)
+    if has_human_labels(labels):
         wanted = st.multiselect("Only clusters with members labelled", label_options(labels), key=f"_lab_filter_{head}",
                                 help="Human labels: cluster names and clips' own labels.")  # fmt: skip
-        if wanted:
-            view = view[view.index.isin(clusters_with_labels(labels, wanted))]
+        view = filter_clusters_by_labels(view, labels, wanted)
     st.session_state["_cluster_order"] = view.index.to_list()
-    show = [c for c in ("name",) if c in view] + ["size", "av_agreement", "mean_confidence"]
-    show += [c for c in ("majority", "purity", "entropy", "parts") if c in view]
     st.dataframe(
-        view[show], key="cluster_table", on_select=_pick_from_table, selection_mode="single-row", height=420,
+        view[index_columns(view)], key="cluster_table", on_select=_pick_from_table, selection_mode="single-row", height=420,
         width="stretch",
         column_config={
             "name": st.column_config.TextColumn("human name", help="The name people gave the cluster"),
@@ -226,9 +227,7 @@ with right:
         elif int(row_info["size"]):
             ui.placeholder("no member has a playable preview")
     else:
-        clip_row = ui.current_clip(sr)
-        if clip_row is not None and int(sr.head(head).joint[clip_row]) != cluster:
-            clip_row = None  # the clip in the player belongs to another cluster
+        clip_row = clip_in_cluster(sr, head, cluster, ui.current_clip(sr))  # not a clip of another cluster
         ui.player(sr, clip_row, head=head)
         if clip_row is not None:
             st.page_link(
@@ -268,7 +267,7 @@ with right:
                 node = p1.selectbox("Split", nodes, key=f"_split_node_{head}_{cluster}",
                                     help="The cluster, or one of its parts after an earlier split")  # fmt: skip
                 k_key = f"_split_k_{head}_{cluster}"
-                n_max = max(2, min(int(names.loc[names["cluster"] == node, "size"].iloc[0]), 12))
+                n_max = split_parts_max(names, node)
                 p2.number_input("Parts (k-means on the members' audio-visual features)", 2, n_max, LABELS.split_k,
                                 key=k_key)  # fmt: skip
                 st.button("Propose a split", key="_propose_btn", on_click=_propose, args=(node, k_key),
@@ -287,20 +286,13 @@ with right:
 
 st.divider()
 g1, g2 = st.columns([3, 2])
-order_label = g1.segmented_control(
-    "Members", ["most confident first", "least confident first (borderline)"], key="_order",
-    default="most confident first",
-)  # fmt: skip
-order = "least" if order_label and order_label.startswith("least") else "most"
+order_label = g1.segmented_control("Members", list(MEMBER_ORDERS), key="_order", default="most confident first")
+order = member_order(order_label)
 with g2:
     page = ui.pager(sr.pages(head, cluster), key=f"_members_page_{head}_{cluster}_{order}")
 members = sr.member_table(head, cluster, order=order, page=page, page_size=STUDIO.page_size)
 tags = [clip_tag(r) for r in labels.iloc[members["row"]].itertuples()] if labels is not None else [""] * len(members)
-captions = [
-    f"{r.clip_id} · {r.confidence:.2f}" + (f" · {r.label}" if "label" in members and isinstance(r.label, str) else "")
-    for r in members.itertuples()
-]
-ui.poster_grid(sr, members["row"], key=f"grid-{head}-{cluster}", captions=captions, notes=tags)
+ui.poster_grid(sr, members["row"], key=f"grid-{head}-{cluster}", captions=member_captions(members), notes=tags)
 if store is not None and len(members):
     st.markdown("**Correct clips of this page** · ∈ label from the cluster's name · ✎ the clip's own label · "
                 "✗ not this (out of the cluster's name)")  # fmt: skip

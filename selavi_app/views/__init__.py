@@ -1,0 +1,1 @@
+"""The Studio's pages: scripts that ``Home.py`` runs through ``st.navigation`` (not modules to import)."""
