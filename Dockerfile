@@ -17,7 +17,7 @@ RUN pip install --no-cache-dir -r requirements.txt
 # site-packages, and the sources are removed after the build, so nothing runs from a checkout.
 COPY pyproject.toml README.md /tmp/selavi-src/
 COPY selavi_core /tmp/selavi-src/selavi_core
-COPY selavi_app /tmp/selavi-src/selavi_app
+COPY app /tmp/selavi-src/app
 RUN pip install --no-cache-dir --no-deps /tmp/selavi-src && rm -rf /tmp/selavi-src
 COPY assets ./assets
 

@@ -103,7 +103,7 @@ def measure(run_dir: Path, renders: int, with_map: bool) -> dict:
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     from streamlit.testing.v1 import AppTest
 
-    entry = str(ROOT / "selavi_app" / "Home.py")
+    entry = str(ROOT / "app" / "Home.py")
     name = run_dir.name
     out: dict = {}
     t0 = time.perf_counter()

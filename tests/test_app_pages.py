@@ -1,6 +1,6 @@
 """Every Studio page renders under Streamlit's AppTest on a small real run and shows the right numbers.
 
-AppTest runs the real entry script (``selavi_app/Home.py``, with ``st.navigation``) and switches pages the
+AppTest runs the real entry script (``app/Home.py``, with ``st.navigation``) and switches pages the
 way the sidebar does; media elements are opaque to it, so playback is covered by test_browser.py.
 Expected numbers are computed here from the run's files with pandas, independently of the Studio.
 """

@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "selavi_core", "selavi_app")
+SOURCES = ("pyproject.toml", "README.md", "selavi_core", "app")
 
 
 def _pip(*args: str, cwd: Path) -> None:
