@@ -101,10 +101,12 @@ def normalise_marginal(marginal: Any, k: int) -> np.ndarray:
     return r / r.sum()
 
 
-def check_params(lam: float, tol: float, max_iter: int) -> None:
+def check_params(lam: float, tol: float, max_iter: int, check_every: int) -> None:
     if not (np.isfinite(lam) and lam > 0):
         raise SinkhornInputError(f"lam must be a positive finite number, got {lam}")
     if not (np.isfinite(tol) and tol >= 0):
         raise SinkhornInputError(f"tol must be a non-negative finite number, got {tol}")
     if int(max_iter) != max_iter or max_iter < 1:
         raise SinkhornInputError(f"max_iter must be a positive integer, got {max_iter}")
+    if int(check_every) != check_every or check_every < 1:
+        raise SinkhornInputError(f"check_every must be a positive integer, got {check_every}")

@@ -31,13 +31,15 @@ def sinkhorn_reference(
     lam: float = _SPEC.lam,
     tol: float = _SPEC.tol,
     max_iter: int = _SPEC.max_iter,
+    *,
+    check_every: int = _SPEC.check_every,
 ) -> SinkhornResult:
     """Plain float64 log-domain Sinkhorn (scipy logsumexp): slow (two N x K exps per iteration) but simple; the
     oracle for tests and benchmarks. Same start, iteration and stopping rule as ``sinkhorn_knopp``."""
     from scipy.special import logsumexp
 
     t0 = time.perf_counter()
-    check_params(lam, tol, max_iter)
+    check_params(lam, tol, max_iter, check_every)
     arr = as_numpy(log_p).astype(np.float64)
     problem = check_shape(arr)
     if problem:
@@ -55,7 +57,7 @@ def sinkhorn_reference(
         g = np.log(r) - logsumexp(s + f[:, None], axis=0)
         f_new = log_c - logsumexp(s + g[None, :], axis=1)
         n_iter = it
-        if it % _SPEC.check_every == 0:
+        if it % check_every == 0:
             err = float(np.abs(np.exp(f - f_new) - 1.0).sum())
             f = f_new
             if err <= tol:

@@ -5,10 +5,10 @@ column sums r (the cluster marginal), then taking ``label_i = argmax_k Q_ik``
 (../shared/docs/selavi-method.md §2). ``log_p`` is the mean of the video and audio log-posteriors, so
 ``P^lam = exp(lam * log_p) = (p_v p_a)^(lam/2)``.
 
-Stopping rule (official): every ``check_every`` (10) iterations ``err = sum_i |beta_old_i / beta_new_i - 1|``;
-stop when ``err <= tol`` or after ``max_iter`` iterations. One iteration is a column update followed by a row update,
-started from ``beta = 1/N`` in the row-normalised gauge (the official code starts from 1/N in the unnormalised gauge,
-which is what underflows; the fixed point is the same).
+Stopping rule (official): every ``check_every`` iterations (10; a parameter)
+``err = sum_i |beta_old_i / beta_new_i - 1|``; stop when ``err <= tol`` or after ``max_iter`` iterations. One
+iteration is a column update followed by a row update, started from ``beta = 1/N`` in the row-normalised gauge (the
+official code starts from 1/N in the unnormalised gauge, which is what underflows; the fixed point is the same).
 
 This module is the public API: ``sinkhorn_knopp``, ``sinkhorn_knopp_distributed``, ``soft_plan``, and, re-exported,
 the result type, the input checks and ``SinkhornInputError`` (``problem.py``) and the test oracle
@@ -54,9 +54,11 @@ _SPEC = SinkhornSpec()
 _PRECISION = "float32 kernel, float64 scalings, int64 fixed-point reductions, truncation < exp(-TAU) per row"
 
 
-def _run(log_p: Any, marginal: Any, lam: float, tol: float, max_iter: int, red: Reducer) -> SinkhornResult:
+def _run(
+    log_p: Any, marginal: Any, lam: float, tol: float, max_iter: int, check_every: int, red: Reducer
+) -> SinkhornResult:
     t0 = time.perf_counter()
-    check_params(lam, tol, max_iter)
+    check_params(lam, tol, max_iter, check_every)
     arr = as_numpy(log_p)
     agree(red, check_shape(arr))
     k = arr.shape[1]
@@ -72,7 +74,7 @@ def _run(log_p: Any, marginal: Any, lam: float, tol: float, max_iter: int, red: 
     if not np.array_equal(red.min_float(r), red.max_float(r)):
         raise SinkhornInputError("ranks passed different marginals")
     solver = Solver(arr, r, lam, red)
-    info = solver.solve(float(tol), int(max_iter), _SPEC.check_every)
+    info = solver.solve(float(tol), int(max_iter), int(check_every))
     return SinkhornResult(
         target=r,
         lam=float(lam),
@@ -91,14 +93,19 @@ def sinkhorn_knopp(
     lam: float = _SPEC.lam,
     tol: float = _SPEC.tol,
     max_iter: int = _SPEC.max_iter,
+    *,
+    check_every: int = _SPEC.check_every,
 ) -> SinkhornResult:
     """Hard pseudo-labels for ``log_p`` ((N, K) log-posteriors, numpy or torch) whose soft plan has column marginal
     ``marginal`` (uniform when None; normalised) and row marginal 1/N.
 
     ``log_p`` may be float32 or float64 and need not be normalised per row (rows are shifted internally); ``-inf``
     means probability 0. It is never modified. Raises SinkhornInputError (a ValueError) on bad input.
+
+    The stopping error is computed every ``check_every`` iterations (SeLaVi: 10), so ``n_iter`` is a multiple of it
+    unless ``max_iter`` is reached first.
     """
-    return _run(log_p, marginal, lam, tol, max_iter, LocalReducer())
+    return _run(log_p, marginal, lam, tol, max_iter, check_every, LocalReducer())
 
 
 def sinkhorn_knopp_distributed(
@@ -108,6 +115,8 @@ def sinkhorn_knopp_distributed(
     tol: float = _SPEC.tol,
     max_iter: int = _SPEC.max_iter,
     group: Any = None,
+    *,
+    check_every: int = _SPEC.check_every,
 ) -> SinkhornResult:
     """``sinkhorn_knopp`` over rows sharded across the ranks of a torch.distributed ``group``.
 
@@ -116,7 +125,7 @@ def sinkhorn_knopp_distributed(
     the whole N x K matrix and the returned labels (of the local rows) equal the single-process labels exactly.
     ``counts``, ``marginal``, ``error`` and ``n_iter`` are global and identical on every rank.
     """
-    return _run(log_p_shard, marginal, lam, tol, max_iter, TorchReducer(group))
+    return _run(log_p_shard, marginal, lam, tol, max_iter, check_every, TorchReducer(group))
 
 
 def soft_plan(log_p: Any, result: SinkhornResult) -> np.ndarray:
