@@ -1,4 +1,4 @@
-"""Modality alignment (selavi-method.md §3.2): cost matrix, local search, and the permuted audio Linear."""
+"""Modality alignment (selavi-method.md §3.2): cost matrix, exact assignment, and the permuted audio Linear."""
 
 from __future__ import annotations
 
@@ -55,40 +55,63 @@ def test_cost_matrix_matches_brute_force() -> None:
 @pytest.mark.parametrize(("n", "k", "seed"), [(3_000, 12, 1), (4_000, 30, 2)])
 def test_recovers_planted_permutation(n: int, k: int, seed: int) -> None:
     p_video, p_audio, planted = _planted(n, k, seed)
-    perm, cost = align_permutation(p_video, p_audio, rng=seed)
+    perm, cost = align_permutation(p_video, p_audio)
     np.testing.assert_array_equal(perm, planted)
     assert cost == pytest.approx(alignment_cost(p_video, p_audio, planted), rel=1e-12)
     assert cost < alignment_cost(p_video, p_audio, np.arange(k))
 
 
-def test_cost_never_increases_and_ends_in_a_local_optimum() -> None:
-    rng = np.random.default_rng(5)
-    k = 8
-    p_video = _softmax(rng.normal(size=(1_500, k)))  # no planted structure: many local optima
-    p_audio = _softmax(rng.normal(size=(1_500, k)))
-    perm, cost, info = align_permutation(p_video, p_audio, rng=11, restarts=3, return_info=True)
-    assert len(info["searches"]) == 3
-    for trace in info["traces"]:
-        assert np.all(np.diff(trace) < 0)
-        if trace.size:
-            assert trace[0] < info["identity_cost"]
-    assert cost <= info["identity_cost"]
-    assert cost == pytest.approx(min(s["cost"] for s in info["searches"]), rel=1e-6)
-    # patience 1000 over 28 pairs leaves essentially no improving swap unproposed: check all of them
-    for a, b in itertools.combinations(range(k), 2):
-        swapped = perm.copy()
-        swapped[[a, b]] = swapped[[b, a]]
-        assert alignment_cost(p_video, p_audio, swapped) >= cost * (1 - 1e-9)
+def _brute_force(p_video: np.ndarray, p_audio: np.ndarray) -> tuple[float, float, tuple[int, ...]]:
+    """Over all K! permutations, in float64 from the posteriors: (best cost, second-best cost, best permutation)."""
+    d = np.abs(p_video[:, :, None] - p_audio[:, None, :]).sum(axis=0)
+    k = d.shape[0]
+    costs = sorted((float(d[np.arange(k), list(perm)].sum()), perm) for perm in itertools.permutations(range(k)))
+    return costs[0][0], costs[1][0], costs[0][1]
 
 
-def test_stops_at_max_proposals_and_patience() -> None:
-    p_video, p_audio, _ = _planted(500, 20, 3)
-    _, _, info = align_permutation(p_video, p_audio, max_proposals=50, rng=0, return_info=True)
-    assert all(s["proposals"] == 50 for s in info["searches"])
-    _, _, info = align_permutation(p_video, p_video, patience=7, rng=0, return_info=True)
-    # identical posteriors: the identity is optimal, so each search stops after exactly `patience` proposals
-    assert [s["proposals"] for s in info["searches"]] == [7, 7]
-    assert [s["accepted"] for s in info["searches"]] == [0, 0]
+@pytest.mark.parametrize("k", [2, 3, 5, 7])
+@pytest.mark.parametrize("kind", ["random", "weak", "planted"])
+def test_exact_optimum_against_all_permutations(k: int, kind: str) -> None:
+    """No structure (many near-optimal permutations, where a local search stalls), weak or clear structure: the
+    returned permutation is the best of all K!, and its cost is C(pi) recomputed from the posteriors."""
+    seed = 10 * k + ["random", "weak", "planted"].index(kind)
+    if kind == "random":
+        rng = np.random.default_rng(seed)
+        p_video = _softmax(rng.normal(size=(800, k)))
+        p_audio = _softmax(rng.normal(size=(800, k)))
+    else:
+        p_video, p_audio, _ = _planted(800, k, seed, signal=0.3 if kind == "weak" else 3.0)
+    best, second, best_perm = _brute_force(p_video, p_audio)
+    perm, cost = align_permutation(p_video, p_audio)
+    assert sorted(perm.tolist()) == list(range(k))
+    assert cost == pytest.approx(alignment_cost(p_video, p_audio, perm), rel=1e-12)
+    assert cost == pytest.approx(best, rel=1e-6)  # D has float32 terms: optimal up to that rounding
+    if second - best > 1e-5 * best:  # a clear winner: the very same permutation
+        assert tuple(perm.tolist()) == best_perm
+
+
+def test_identical_posteriors_and_one_cluster_give_the_identity() -> None:
+    p = _softmax(np.random.default_rng(4).normal(size=(300, 6)))
+    perm, cost = align_permutation(p, p.copy())
+    np.testing.assert_array_equal(perm, np.arange(6))
+    assert cost == 0.0
+    perm, cost = align_permutation(np.ones((5, 1)), np.ones((5, 1)))
+    assert perm.tolist() == [0] and cost == 0.0
+
+
+def test_large_k_planted_where_a_swap_search_falls_short() -> None:
+    """K = 309 (VGG-Sound) with a planted shuffle: bench/alignment.py measured the paper's swap search stopping
+    ~1.4 % above the optimum in this setting (1.5 % on these very posteriors); the assignment recovers the planted permutation."""
+    p_video, p_audio, planted = _planted(20_000, 309, 7)
+    perm, cost = align_permutation(p_video, p_audio)
+    np.testing.assert_array_equal(perm, planted)
+    identity = alignment_cost(p_video, p_audio, np.arange(309))
+    assert cost < identity
+    # every single swap of two clusters is no better (a necessary condition of optimality, checked exactly)
+    d = l1_cost_matrix(p_video, p_audio)
+    here = d[np.arange(309), perm]
+    swapped = d[np.arange(309)[:, None], perm[None, :]] + d[np.arange(309)[None, :], perm[:, None]]
+    assert np.all(swapped - here[:, None] - here[None, :] >= -1e-6 * cost)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -117,7 +140,7 @@ def test_aligned_audio_head_matches_video_head() -> None:
     x = torch.randn(2_000, 10) * 3
     p_video = torch.softmax(video_head(x), dim=1).detach().double().numpy()
     p_audio = torch.softmax(audio_head(x), dim=1).detach().double().numpy()
-    perm, _ = align_permutation(p_video, p_audio, rng=0)
+    perm, _ = align_permutation(p_video, p_audio)
     # audio output k is (nearly) video output shuffle[k], so video column k sits in audio column argsort(shuffle)[k]
     np.testing.assert_array_equal(perm, torch.argsort(shuffle).numpy())
     apply_permutation_to_linear(audio_head, perm)

@@ -115,6 +115,29 @@ def test_stopping_rule():
     assert capped.n_iter == 25 and capped.capped
 
 
+
+@pytest.mark.parametrize("check_every", [1, 7])
+def test_check_every_sets_when_the_stopping_rule_is_tested(check_every):
+    log_p = make_log_p(1500, 30, seed=8)
+    default = sinkhorn_knopp(log_p)
+    np.testing.assert_array_equal(default.labels, sinkhorn_knopp(log_p, check_every=10).labels)  # today's value
+    assert default.n_iter == sinkhorn_knopp(log_p, check_every=10).n_iter
+    res = sinkhorn_knopp(log_p, check_every=check_every)
+    ref = sinkhorn_reference(log_p, check_every=check_every)
+    assert res.converged and res.n_iter % check_every == 0 and res.n_iter == ref.n_iter
+    assert res.error == pytest.approx(ref.error, rel=1e-4)
+    # the first check that meets the rule stops it: the check before did not
+    before = sinkhorn_knopp(log_p, max_iter=res.n_iter - check_every, check_every=check_every)
+    assert not before.converged and before.error > 0.1
+    if check_every == 1:  # testing every iteration stops at the earliest possible iteration
+        assert default.n_iter - 10 < res.n_iter <= default.n_iter
+    # only the testing moves: the iterates themselves are the same bits for any check_every
+    a = sinkhorn_knopp(log_p, max_iter=35, check_every=check_every)
+    b = sinkhorn_knopp(log_p, max_iter=35, check_every=1000)
+    np.testing.assert_array_equal(a.log_alpha, b.log_alpha)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
 def test_confident_k400_with_logprobs_to_minus_1e4_converges_balanced():
     """lam=20, K=400, a third of the entries at log p = -1e4: (p_v p_a)^lam is exactly 0 there even in float64."""
     n, k = 12000, 400
@@ -248,6 +271,8 @@ def test_single_cluster_and_two_rows():
         (np.zeros((3, 2)), {"lam": 0.0}, "lam"),
         (np.zeros((3, 2)), {"tol": -1.0}, "tol"),
         (np.zeros((3, 2)), {"max_iter": 0}, "max_iter"),
+        (np.zeros((3, 2)), {"check_every": 0}, "check_every"),
+        (np.zeros((3, 2)), {"check_every": 2.5}, "check_every"),
         (np.zeros((0, 2)), {}, "no rows"),
         (np.array([["a", "b"]]), {}, "numeric"),
     ],

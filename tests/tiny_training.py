@@ -18,7 +18,7 @@ TINY = CPU_SMALL.with_overrides(
     cache={"fps": 4.0, "short_side": 28},
     model={"video_widths": (8, 8, 16, 16), "audio_widths": (8, 8, 16, 16), "heads": 3, "clusters": 2},
     optim={"epochs": 2, "batch_size": 6, "train_samples": None},
-    schedule={"n_opts": 4, "bn_warmup_batches": 2, "align_proposals": 300, "align_patience": 50},
+    schedule={"n_opts": 4, "bn_warmup_batches": 2},
 )
 
 

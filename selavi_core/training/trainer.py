@@ -277,21 +277,12 @@ class Trainer:
 
     def _align(self, fv: np.ndarray, fa: np.ndarray) -> None:
         """Permute each audio head's outputs to match its video head, once (first labelling)."""
-        s = self.preset.schedule
         for h in range(self.model.heads):
             lv, la = head_log_posteriors(self.model, fv, fa, h, self.ctx.device)
             lv, la = self._gather_sample(lv), self._gather_sample(la)
             perm = None
             if self.ctx.main:
-                rng = np.random.default_rng(self.shared_rng.integers(1 << 31))
-                perm, _ = align_permutation(
-                    np.exp(lv),
-                    np.exp(la),
-                    max_proposals=s.align_proposals,
-                    patience=s.align_patience,
-                    restarts=s.align_restarts,
-                    rng=rng,
-                )
+                perm, _ = align_permutation(np.exp(lv), np.exp(la))
             perm = self._broadcast(perm, self.clusters)
             apply_permutation_to_linear(self.model.audio_head_last_linear(h), perm)
 
