@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from selavi_core.config import default_workers
     from selavi_core.errors import CatalogError, MediaError
+    from selavi_core.io import atomic_write
     from selavi_core.media.preview import build_previews
 
     catalog_dir = Path(args.catalog_dir)
@@ -79,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
     index = pd.DataFrame(rows, columns=["clip_id", "mp4", "poster", "error"]).astype(
         {"clip_id": "string", "mp4": "string", "poster": "string", "error": "string"}
     )
-    tmp = out_dir / f".{INDEX_FILE}.{os.getpid()}.part"
-    index.to_parquet(tmp, index=False)
-    os.replace(tmp, out_dir / INDEX_FILE)
+    with atomic_write(out_dir / INDEX_FILE) as tmp:
+        index.to_parquet(tmp, index=False)
 
     n_err = int(index["error"].notna().sum())
     print(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from PIL import Image
 
 from selavi_core.config import PREVIEW, PreviewSpec, default_workers
 from selavi_core.errors import MediaError, TruncatedMedia
+from selavi_core.io import atomic_write
 from selavi_core.media.decode import decode_audio_window, iter_window_frames, target_geometry
 from selavi_core.media.probe import (
     FFmpegError,
@@ -80,10 +80,6 @@ def preview_key(path: str | os.PathLike, start_s: float, end_s: float, spec: Pre
         f"{RECIPE_VERSION}/{X264_PRESET}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
-
-
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{final.suffix}")
 
 
 def _even(x: float) -> int:
@@ -185,17 +181,13 @@ def ensure_preview(
     if _complete(files.mp4) and _complete(files.poster):
         return files
     out_dir.mkdir(parents=True, exist_ok=True)
-    mp4_tmp, jpg_tmp = _tmp_name(files.mp4), _tmp_name(files.poster)
-    try:
+    # the poster is renamed into place last: both present means both complete. A preview can be rebuilt,
+    # so it is not fsynced (thousands of small files); ``_complete`` refuses an empty one.
+    with atomic_write(files.poster, durable=False) as jpg_tmp, atomic_write(files.mp4, durable=False) as mp4_tmp:
         try:
             _encode(src, start_s, end_s, mp4_tmp, jpg_tmp, spec)
         except FFmpegError as err:
             raise TruncatedMedia(src, f"truncated or corrupt: {ffmpeg_message(err)}") from None
-        os.replace(mp4_tmp, files.mp4)
-        os.replace(jpg_tmp, files.poster)  # the poster last: both present means both complete
-    finally:
-        for tmp in (mp4_tmp, jpg_tmp):
-            tmp.unlink(missing_ok=True)
     return files
 
 
