@@ -294,6 +294,25 @@ def test_split_by_kmeans_and_selection(run_dir: Path) -> None:
     assert store.members(0, "1.b.c") == proposal["1.b"][:2]
 
 
+def test_kmeans_split_weighs_audio_and_video_equally(run_dir: Path) -> None:
+    """The split embeds members like the evaluation and the Studio (each modality L2-normalised): a
+    large-scale video feature that is noise does not drown a small-scale audio feature that separates."""
+    run = Run(run_dir)
+    n = run.n_clips
+    rng = np.random.default_rng(5)
+    group = (np.arange(n) // 4) % 2  # within cluster 1 of head 0 (clips 1, 5, 9, ...): alternating halves
+    video = rng.normal(size=(n, 8)) * 100.0
+    audio = np.where(group[:, None] == 1, 1.0, -1.0) * 0.01 + rng.normal(size=(n, 4)) * 0.001
+    np.save(run_dir / "features" / "video.npy", video.astype(np.float16))
+    np.save(run_dir / "features" / "audio.npy", audio.astype(np.float16))
+    ids = [str(c) for c in run.clip_ids]
+    store = LabelStore.open(run_dir)
+    for seed in range(3):
+        proposal = store.propose_split(0, 1, method="kmeans", k=2, seed=seed)
+        groups = {frozenset(int(group[ids.index(c)]) for c in part) for part in proposal.values()}
+        assert groups == {frozenset({0}), frozenset({1})}
+
+
 def test_undo_redo_through_the_store(run_dir: Path) -> None:
     store = LabelStore.open(run_dir)
     with pytest.raises(NothingToUndo):

@@ -7,7 +7,7 @@
 - ``exports``: the label set in the field's formats (CSV, JSON, Kinetics, VGG-Sound, FiftyOne tree,
   Label Studio tasks), each with a provenance sidecar, written atomically.
 
-Importing this package is light (no torch, no sklearn until a k-means split is asked for).
+Importing this package is light (no torch, no faiss until a k-means split is asked for).
 """
 
 from selavi_core.labels.exports import FORMATS, ExportError, ExportResult, export_bytes, export_labels

@@ -77,6 +77,7 @@ from sqlalchemy.pool import StaticPool
 
 from selavi_core.config import LABELS
 from selavi_core.errors import SelaviError
+from selavi_core.features import av_embedding, kmeans_labels, l2_normalise
 from selavi_core.labels import semantics as sem
 from selavi_core.labels.semantics import Event, LabelState
 from selavi_core.runs.run import Run
@@ -519,8 +520,9 @@ class LabelStore:
     ) -> dict[str, list[str]]:  # fmt: skip
         """Sub-clusters a split would create, ``{"12.a": [clip ids], ...}``, largest first; nothing is written.
 
-        ``method="kmeans"``: k-means (``k`` parts) on the members' L2-normalised features (``features``:
-        ``video``, ``audio`` or ``concat``). ``method="selection"``: the given ``clip_ids`` that are
+        ``method="kmeans"``: spherical k-means with k-means++ seeding (``features.kmeans_labels``, ``k``
+        parts) on the members' embedding (``features``: ``video``, ``audio`` or ``concat``, the
+        audio-visual ``features.av_embedding``). ``method="selection"``: the given ``clip_ids`` that are
         members (e.g. a map lasso) versus the rest.
         """
         h = self._check_head(head)
@@ -564,7 +566,10 @@ class LabelStore:
                 raise LabelError(f"k must be between 2 and the cluster size ({len(members)}), not {k}")
             row = self._rows()
             idx = np.fromiter((row[c] for c in members), dtype=np.int64)
-            codes = kmeans(_member_features(run, features, idx), k, seed)
+            # one thread: a cluster has at most tens of thousands of members (milliseconds), and OpenMP
+            # threads spinning on a shared, busy CPU made it seconds in measurements
+            codes = kmeans_labels(_member_features(run, features, idx), k, seed=seed, niter=LABELS.split_iters,
+                                  nredo=LABELS.split_n_init, threads=1)  # fmt: skip
             parts = [[members[i] for i in np.flatnonzero(codes == j)] for j in range(k)]
             parts = [p for p in parts if p]
             if len(parts) < 2:
@@ -932,32 +937,10 @@ class LabelStore:
 
 
 def _member_features(run: Run, which: str, idx: np.ndarray) -> np.ndarray:
-    """L2-normalised float32 features of some clips (only those rows are read from the memory map)."""
+    """The embedding of some clips (``concat``: ``features.av_embedding``; only those rows are read)."""
     if which == "concat":
-        x = np.concatenate([np.asarray(run.features(m)[idx], dtype=np.float32) for m in ("video", "audio")], axis=1)
-    else:
-        x = np.asarray(run.features(which)[idx], dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """faiss k-means (``LABELS.split_n_init`` restarts, best kept): the part index of each row.
-
-    Runs single-threaded: a cluster has at most tens of thousands of members (milliseconds), and
-    OpenMP threads spinning on a shared, busy CPU made it seconds in measurements.
-    """
-    import faiss
-
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        km = faiss.Kmeans(x.shape[1], k, niter=LABELS.split_iters, nredo=LABELS.split_n_init, seed=seed, verbose=False,
-                          min_points_per_centroid=1)  # fmt: skip
-        km.train(np.ascontiguousarray(x, dtype=np.float32))
-        _, assign = km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
-    finally:
-        faiss.omp_set_num_threads(threads)
-    return assign[:, 0].astype(np.int64)
+        return av_embedding(run.features("video")[idx], run.features("audio")[idx])
+    return l2_normalise(run.features(which)[idx])
 
 
 class _Obj:
