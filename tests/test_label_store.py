@@ -461,7 +461,7 @@ def test_schema_is_portable_sql() -> None:
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.schema import CreateTable
 
-    from selavi_core.labels.store import EVENTS, RUNS
+    from selavi_core.labels.schema import EVENTS, RUNS
 
     for table in (RUNS, EVENTS):
         ddl = str(CreateTable(table).compile(dialect=postgresql.dialect()))

@@ -52,8 +52,9 @@ import pandas as pd
 from selavi_core import __version__
 from selavi_core.errors import SelaviError
 from selavi_core.io import file_hash, fsync_dir, replace_tree
+from selavi_core.labels.schema import redact
 from selavi_core.labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, vocabulary
-from selavi_core.labels.store import LabelStore, redact
+from selavi_core.labels.store import LabelStore
 from selavi_core.runs.run import CLIPS_FILE, META_FILE
 
 FORMATS = ("csv", "json", "kinetics", "vggsound", "fiftyone", "labelstudio")
