@@ -313,6 +313,41 @@ def test_kmeans_split_weighs_audio_and_video_equally(run_dir: Path) -> None:
         assert groups == {frozenset({0}), frozenset({1})}
 
 
+def test_reset_clips_is_one_edit_that_one_undo_reverts(run_dir: Path) -> None:
+    store = LabelStore.open(run_dir)
+    ids = [str(c) for c in Run(run_dir).clip_ids]
+    a, b, c = ids[1], ids[5], ids[9]  # members of cluster 1 in head 0
+    store.rename_cluster(0, 1, "dog", annotator="bob", expected_version=0)
+    store.label_clips([a], "cat", annotator="ana", expected_version=store.version())
+    store.reject_clips(0, [b], annotator="ana", expected_version=store.version())
+    store.override_clips([c], "owl", annotator="ana", expected_version=store.version())
+    store.reject_clips(1, [b], annotator="ana", expected_version=store.version())  # another head: untouched
+
+    def view() -> tuple[list, list, list]:
+        h0 = store.effective_labels(0).set_index("clip_id").loc[[a, b, c]]
+        h1 = store.effective_labels(1).set_index("clip_id").loc[[b]]
+        return h0["label"].tolist(), h0["rejected"].tolist(), h1["rejected"].tolist()
+
+    before, n = view(), len(store.events())
+    assert before == (["cat", None, "owl"], [False, True, False], [True])
+    ev = store.reset_clips(0, [a, b, c], annotator="ana", expected_version=store.version())
+    assert len(store.events()) == n + 1 and ev.action == "reset_clips" and ev.head == 0
+    assert ev.old == {"overrides": {a: "cat", c: "owl"}, "rejected": [b]}
+    assert view() == (["dog", "dog", "dog"], [False, False, False], [True])  # "not this" lifted in head 0 only
+    assert "gave 3 clips back to their cluster" in store.history(1)["summary"].iloc[0]
+    undone = store.undo("ana")
+    assert undone.ref == ev.id and view() == before  # one undo restores the own labels and the rejection
+    store.redo("ana")
+    assert view() == (["dog", "dog", "dog"], [False, False, False], [True])
+    with pytest.raises(LabelError, match="nothing to reset"):
+        store.reset_clips(0, [a, b], annotator="ana", expected_version=store.version())
+    # stale: someone labelled one of the clips after the version the page was drawn from
+    seen = store.version()
+    store.override_clips([a], "fox", annotator="bob", expected_version=seen)
+    with pytest.raises(StaleEditError, match="fox"):
+        store.reset_clips(0, [a, b], annotator="ana", expected_version=seen)
+
+
 def test_undo_redo_through_the_store(run_dir: Path) -> None:
     store = LabelStore.open(run_dir)
     with pytest.raises(NothingToUndo):

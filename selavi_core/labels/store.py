@@ -43,7 +43,8 @@ API (all edits take ``annotator=`` and ``expected_version=``, return the appende
 - edits: ``rename_cluster(head, cluster, name)``, ``merge_clusters(head, clusters, name=None)``,
   ``split_cluster(head, cluster, method="kmeans"|"selection", k=2, clip_ids=None, proposal=None)``,
   ``label_clips(clip_ids, label)`` (a map selection), ``override_clips(clip_ids, label)`` (the grid),
-  ``clear_overrides(clip_ids)``, ``reject_clips(head, clip_ids, rejected=True)`` ("not this");
+  ``clear_overrides(clip_ids)``, ``reject_clips(head, clip_ids, rejected=True)`` ("not this"),
+  ``reset_clips(head, clip_ids)`` (both lifted in one event);
 - history: ``undo(annotator)``, ``redo(annotator)``, ``can_undo/can_redo(annotator)`` (what would be
   undone, for the button), ``snapshot(name, annotator=)``, ``snapshots()``, ``history(limit, annotator=)``;
 - reads: ``version()``, ``version_of(head, cluster)`` / ``version_of(clip_ids=...)``,
@@ -521,6 +522,35 @@ class LabelStore:
             return {
                 "annotator": who, "action": "reject_clip", "head": h, "target": {"head": h, "clips": ids},
                 "old_value": {"rejected": before}, "new_value": {"rejected": bool(rejected)}, "source": source,
+            }  # fmt: skip
+
+        return self._append(build, expected_version)
+
+    def reset_clips(
+        self, head: int, clip_ids: Iterable[Any], *, annotator: str, expected_version: int | None, source: str = "api",
+    ) -> Event:  # fmt: skip
+        """Give clips back to their cluster: clear their own labels and lift "not this" in ``head``.
+
+        One event, so one ``undo`` restores both. Every clip is checked against ``expected_version``
+        (an edit someone else made to any of them raises ``StaleEditError``); ``LabelError`` when none
+        of the clips has an own label or a rejection in ``head`` (nothing would change).
+        """
+        h = self._check_head(head)
+        who = _clean_text(annotator, "annotator name", required=True)
+        ids = self._check_clips(clip_ids)
+
+        def build(state: LabelState) -> dict[str, Any]:
+            hs = state.heads.get(h)
+            own = {c: state.overrides[c].label for c in ids if c in state.overrides}
+            rejected = [c for c in ids if hs is not None and c in hs.rejected]
+            current = state.latest_touch(("k", c) for c in ids)
+            self._fresh(state, f"{len(ids)} clip(s) ({ids[0]}...)" if len(ids) > 1 else f"clip {ids[0]}",
+                        current, expected_version, own.get(ids[0]) if len(ids) == 1 else None)  # fmt: skip
+            if not own and not rejected:
+                raise LabelError(f"nothing to reset: none of the {len(ids)} clip(s) has its own label or a 'not this'")
+            return {
+                "annotator": who, "action": "reset_clips", "head": h, "target": {"head": h, "clips": ids},
+                "old_value": {"overrides": own, "rejected": rejected}, "new_value": None, "source": source,
             }  # fmt: skip
 
         return self._append(build, expected_version)

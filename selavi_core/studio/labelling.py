@@ -202,27 +202,16 @@ def reset_clips(
 ) -> list[str]:
     """Give clips back to their cluster: clear their own labels and lift "not this" in ``head``.
 
-    Only edits that change something are written. When both are needed, the first event clears the
-    overrides of *all* the clips, so the store checks every clip against ``expected_version`` at once,
-    and the second (lifting rejections) is checked against that first event: an edit someone else
-    made to any of the clips is still detected, and our own first event is not mistaken for one.
-    Returns the summaries of the events written.
+    One store edit (``LabelStore.reset_clips``: one event, so one undo restores everything), written
+    only when some clip has something to reset; every clip is checked against ``expected_version``.
+    Returns the summaries of the events written ([] when there was nothing to do).
     """
     labels = store.effective_labels(head).set_index("clip_id").loc[list(clip_ids)]
-    own = [c for c, s in zip(labels.index, labels["label_source"], strict=True) if s == SOURCE_OVERRIDE]
-    rejected = [c for c, r in zip(labels.index, labels["rejected"], strict=True) if r]
-    done = []
-    version = expected_version
-    if own:
-        ev = store.clear_overrides(list(clip_ids) if rejected else own, annotator=annotator,
-                                   expected_version=version, source=STUDIO_SOURCE)  # fmt: skip
-        done.append(_summary(ev))
-        version = ev.id if version is not None else None
-    if rejected:
-        ev = store.reject_clips(head, rejected, annotator=annotator, rejected=False, expected_version=version,
-                                source=STUDIO_SOURCE)  # fmt: skip
-        done.append(_summary(ev))
-    return done
+    if not ((labels["label_source"] == SOURCE_OVERRIDE) | labels["rejected"]).any():
+        return []
+    ev = store.reset_clips(head, list(clip_ids), annotator=annotator, expected_version=expected_version,
+                           source=STUDIO_SOURCE)  # fmt: skip
+    return [_summary(ev)]
 
 
 # ------------------------------------------------------------------------------ map colours
