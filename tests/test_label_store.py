@@ -348,6 +348,21 @@ def test_reset_clips_is_one_edit_that_one_undo_reverts(run_dir: Path) -> None:
         store.reset_clips(0, [a, b], annotator="ana", expected_version=seen)
 
 
+def test_annotator_names_follow_one_rule(run_dir: Path) -> None:
+    from selavi_core.config import LABELS
+    from selavi_core.studio.labelling import clean_annotator
+
+    store = LabelStore.open(run_dir)
+    ev = store.rename_cluster(0, 1, "dog", annotator="  Ana \t María ", expected_version=0)
+    assert ev.annotator == "Ana María" == sem.annotator_name("  Ana \t María ") == clean_annotator("Ana   María")
+    assert store.can_undo("Ana  María") == ev  # the same person, however the name was typed
+    with pytest.raises(LabelError, match="annotator name is required"):
+        store.rename_cluster(0, 1, "cat", annotator=" \n ", expected_version=None)
+    with pytest.raises(LabelError, match="longer than"):
+        store.rename_cluster(0, 1, "cat", annotator="x" * (LABELS.max_name_length + 1), expected_version=None)
+    assert sem.annotator_problem("Ana") is None and sem.annotator_name(None) is None
+
+
 def test_undo_redo_through_the_store(run_dir: Path) -> None:
     store = LabelStore.open(run_dir)
     with pytest.raises(NothingToUndo):

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from selavi_core.config import LABELS
+
 #: Edit actions (undoable), then the bookkeeping actions.
 EDIT_ACTIONS = (
     "rename_cluster", "merge_clusters", "split_cluster", "label_clips", "override_clip", "reject_clip", "reset_clips",
@@ -55,6 +57,32 @@ SOURCE_NONE = "none"
 _NODE = re.compile(r"^[0-9]+(\.[a-z]+)*$")
 
 Key = tuple  # ("c", head, node) or ("k", clip_id)
+
+
+# ------------------------------------------------------------------------------------- annotators
+
+
+def annotator_name(text: object) -> str | None:
+    """The annotator name as the log records it, or None when it is no name.
+
+    The one rule for every writer (the store's edits, the Studio's name field, the CLI): runs of
+    whitespace become one space and the ends are trimmed, so "Ana  María " and "Ana María" are one
+    annotator with one undo stack; an empty name, or one longer than ``LABELS.max_name_length``
+    (the column's width), is no name.
+    """
+    name = "" if text is None else " ".join(str(text).split())
+    if not name or len(name) > LABELS.max_name_length:
+        return None
+    return name
+
+
+def annotator_problem(text: object) -> str | None:
+    """Why ``text`` is no annotator name (a sentence for the user), or None when ``annotator_name`` takes it."""
+    if annotator_name(text) is not None:
+        return None
+    if text is None or not str(text).split():
+        return "annotator name is required"
+    return f"annotator name is longer than {LABELS.max_name_length} characters"
 
 
 @dataclass(frozen=True)

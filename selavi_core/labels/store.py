@@ -101,6 +101,14 @@ def default_run_key(run: Run) -> str:
     return f"{run.dir.resolve().name}@{run.meta.catalog_hash}"
 
 
+def _annotator(value: Any) -> str:
+    """The annotator name as recorded (``semantics.annotator_name``); LabelError says why it is none."""
+    problem = sem.annotator_problem(value)
+    if problem is not None:
+        raise LabelError(problem)
+    return sem.annotator_name(value)
+
+
 def _clean_text(value: Any, what: str, *, required: bool) -> str | None:
     text = "" if value is None else str(value).strip()
     if not text:
@@ -345,7 +353,7 @@ class LabelStore:
     ) -> Event:  # fmt: skip
         """Name a cluster (or sub-cluster, or merge group) of ``head``; ``None``/"" clears its own name."""
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         new = _clean_text(name, "cluster name", required=False)
 
         def build(state: LabelState) -> dict[str, Any]:
@@ -365,7 +373,7 @@ class LabelStore:
     ) -> Event:  # fmt: skip
         """Unite clusters under one name (``name``, else the first named one in the order given)."""
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         given = _clean_text(name, "cluster name", required=False)
 
         def build(state: LabelState) -> dict[str, Any]:
@@ -427,7 +435,7 @@ class LabelStore:
         inherit the cluster's name until they are renamed.
         """
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         if method not in splits.SPLIT_METHODS:
             raise LabelError(f"split method must be 'kmeans' or 'selection', not {method!r}")
         sel = None if clip_ids is None else [str(c) for c in clip_ids]
@@ -462,7 +470,7 @@ class LabelStore:
         self, action: str, clip_ids: Iterable[Any], label: str | None, *, annotator: str,
         expected_version: int | None, head: int | None, source: str,
     ) -> Event:  # fmt: skip
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         new = _clean_text(label, "label", required=False)
         h = None if head is None else self._check_head(head)
         ids = self._check_clips(clip_ids)
@@ -509,7 +517,7 @@ class LabelStore:
     ) -> Event:  # fmt: skip
         """ "Not this": the clips stop taking their cluster's name in ``head`` (``rejected=False`` undoes it)."""
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         ids = self._check_clips(clip_ids)
 
         def build(state: LabelState) -> dict[str, Any]:
@@ -536,7 +544,7 @@ class LabelStore:
         of the clips has an own label or a rejection in ``head`` (nothing would change).
         """
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         ids = self._check_clips(clip_ids)
 
         def build(state: LabelState) -> dict[str, Any]:
@@ -564,7 +572,7 @@ class LabelStore:
         return self._undo_redo("redo", annotator, source)
 
     def _undo_redo(self, action: str, annotator: str, source: str) -> Event:
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
 
         def build(state: LabelState) -> dict[str, Any]:
             stack = (state.undo_stacks if action == "undo" else state.redo_stacks).get(who, [])
@@ -583,18 +591,18 @@ class LabelStore:
         """The edit ``undo(annotator)`` would undo, or None (for the button's label)."""
         self._sync()
         with self._lock:
-            stack = self._state().undo_stacks.get(str(annotator).strip(), [])
+            stack = self._state().undo_stacks.get(sem.annotator_name(annotator) or "", [])
             return self._state().events[stack[-1]] if stack else None
 
     def can_redo(self, annotator: str) -> Event | None:
         self._sync()
         with self._lock:
-            stack = self._state().redo_stacks.get(str(annotator).strip(), [])
+            stack = self._state().redo_stacks.get(sem.annotator_name(annotator) or "", [])
             return self._state().events[stack[-1]] if stack else None
 
     def snapshot(self, name: str, *, annotator: str, source: str = "api") -> Event:
         """Name the current labels ("label set v3") so exports can refer to exactly them later."""
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         label = _clean_text(name, "snapshot name", required=True)
 
         def build(state: LabelState) -> dict[str, Any]:

@@ -21,10 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from selavi_core.config import LABELS
 from selavi_core.labels import LabelStore, StaleEditError
 from selavi_core.labels.exports import FORMATS, export_bytes
-from selavi_core.labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, Event, describe
+from selavi_core.labels.semantics import (
+    SOURCE_CLUSTER,
+    SOURCE_NONE,
+    SOURCE_OVERRIDE,
+    Event,
+    annotator_name,
+    describe,
+)
 
 #: ``source`` of every event the Studio writes (the CLI and scripts write others).
 STUDIO_SOURCE = "studio"
@@ -43,11 +49,9 @@ UNLABELLED_COLOUR = "#c8c8c8"
 
 
 def clean_annotator(text: object) -> str | None:
-    """The annotator name as the store will record it, or None when empty or too long to be a name."""
-    name = "" if text is None else " ".join(str(text).split())
-    if not name or len(name) > LABELS.max_name_length:
-        return None
-    return name
+    """The annotator name as the store will record it, or None when empty or too long to be a name
+    (the store's rule, ``semantics.annotator_name``: the page never accepts a name the store refuses)."""
+    return annotator_name(text)
 
 
 # ------------------------------------------------------------------------------ cluster names
