@@ -333,13 +333,9 @@ def _is_window(r: Any) -> bool:
 
 def preview_files(store: LabelStore) -> dict[str, str]:
     """clip id -> absolute preview MP4 listed by ``selavi previews`` (read once; {} when none were built)."""
-    from selavi_core.commands.previews import INDEX_FILE, PREVIEWS_DIR, load_preview_index
+    from selavi_core.media.preview import preview_mp4s  # PyAV: imported only when an export needs media
 
-    folder = Path(store.run.meta.catalog_dir) / PREVIEWS_DIR
-    if not (folder / INDEX_FILE).is_file():
-        return {}
-    index = load_preview_index(folder)
-    return {str(c): str(m) for c, m in zip(index["clip_id"], index["mp4"], strict=True) if isinstance(m, str)}
+    return preview_mp4s(store.run.meta.catalog_dir)
 
 
 def _write_fiftyone(table: pd.DataFrame, out: Path, *, store: LabelStore, copy: bool = False, **_: Any) -> Written:
