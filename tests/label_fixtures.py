@@ -113,7 +113,9 @@ def make_label_run(
     blob = ((idx // k) % 2).astype(np.float32)
     centers = rng.normal(size=(k, 8)).astype(np.float32) * 4
     fv = centers[joint[:, 0]] + 8 * blob[:, None] * np.eye(8, dtype=np.float32)[0] + rng.normal(size=(n, 8)) * 0.05
-    fa = rng.normal(size=(n, 4)).astype(np.float32) * 0.05 + 8 * blob[:, None]
+    # the blobs point in different audio directions (each modality is L2-normalised before a split's k-means,
+    # so a blob of near-zero audio would be noise pointing anywhere)
+    fa = rng.normal(size=(n, 4)).astype(np.float32) * 0.05 + 8 * np.eye(4, dtype=np.float32)[blob.astype(int)]
     conf = np.round(rng.uniform(0.05, 0.95, size=(n, heads)), 3).astype(np.float32)
     meta = RunMeta(catalog_dir=str(catalog_dir), catalog_hash="cafe0123", heads=heads, clusters=k, preset="cpu-small",
                    checkpoint="model.pt", checkpoint_hash="beef4567", source="synthetic")  # fmt: skip

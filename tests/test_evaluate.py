@@ -16,7 +16,8 @@ from sklearn.metrics.cluster import contingency_matrix
 from selavi_core.catalog import CATALOG_COLUMNS, catalog_hash
 from selavi_core.cli import main
 from selavi_core.errors import RunError
-from selavi_core.evaluation.evaluate import evaluate_run, format_table, kmeans_labels, kmeans_runs
+from selavi_core.evaluation.evaluate import evaluate_run, format_table
+from selavi_core.features import kmeans_labels, kmeans_runs
 from selavi_core.runs.raw_features import RAW_FILES
 from selavi_core.runs.run import Run, RunMeta, write_run
 

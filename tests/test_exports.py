@@ -240,7 +240,7 @@ def walk_tree(root: Path) -> dict[str, tuple[str, Path]]:
 
 
 def test_fiftyone_tree_with_symlinks(media_run: LabelStore, tmp_path: Path) -> None:
-    from selavi_core.studio.media import PreviewIndex
+    from selavi_core.media.preview import PreviewIndex
 
     previews = PreviewIndex(media_run.run.meta.catalog_dir)
     exp = expected(media_run)
@@ -330,7 +330,7 @@ def validate_label_studio_tasks(tasks: object, config_xml: str) -> None:
 
 
 def test_label_studio_import_json(media_run: LabelStore, tmp_path: Path) -> None:
-    from selavi_core.studio.media import PreviewIndex
+    from selavi_core.media.preview import PreviewIndex
 
     out = tmp_path / "tasks.json"
     export_labels(media_run, "labelstudio", out)

@@ -294,6 +294,75 @@ def test_split_by_kmeans_and_selection(run_dir: Path) -> None:
     assert store.members(0, "1.b.c") == proposal["1.b"][:2]
 
 
+def test_kmeans_split_weighs_audio_and_video_equally(run_dir: Path) -> None:
+    """The split embeds members like the evaluation and the Studio (each modality L2-normalised): a
+    large-scale video feature that is noise does not drown a small-scale audio feature that separates."""
+    run = Run(run_dir)
+    n = run.n_clips
+    rng = np.random.default_rng(5)
+    group = (np.arange(n) // 4) % 2  # within cluster 1 of head 0 (clips 1, 5, 9, ...): alternating halves
+    video = rng.normal(size=(n, 8)) * 100.0
+    audio = np.where(group[:, None] == 1, 1.0, -1.0) * 0.01 + rng.normal(size=(n, 4)) * 0.001
+    np.save(run_dir / "features" / "video.npy", video.astype(np.float16))
+    np.save(run_dir / "features" / "audio.npy", audio.astype(np.float16))
+    ids = [str(c) for c in run.clip_ids]
+    store = LabelStore.open(run_dir)
+    for seed in range(3):
+        proposal = store.propose_split(0, 1, method="kmeans", k=2, seed=seed)
+        groups = {frozenset(int(group[ids.index(c)]) for c in part) for part in proposal.values()}
+        assert groups == {frozenset({0}), frozenset({1})}
+
+
+def test_reset_clips_is_one_edit_that_one_undo_reverts(run_dir: Path) -> None:
+    store = LabelStore.open(run_dir)
+    ids = [str(c) for c in Run(run_dir).clip_ids]
+    a, b, c = ids[1], ids[5], ids[9]  # members of cluster 1 in head 0
+    store.rename_cluster(0, 1, "dog", annotator="bob", expected_version=0)
+    store.label_clips([a], "cat", annotator="ana", expected_version=store.version())
+    store.reject_clips(0, [b], annotator="ana", expected_version=store.version())
+    store.override_clips([c], "owl", annotator="ana", expected_version=store.version())
+    store.reject_clips(1, [b], annotator="ana", expected_version=store.version())  # another head: untouched
+
+    def view() -> tuple[list, list, list]:
+        h0 = store.effective_labels(0).set_index("clip_id").loc[[a, b, c]]
+        h1 = store.effective_labels(1).set_index("clip_id").loc[[b]]
+        return h0["label"].tolist(), h0["rejected"].tolist(), h1["rejected"].tolist()
+
+    before, n = view(), len(store.events())
+    assert before == (["cat", None, "owl"], [False, True, False], [True])
+    ev = store.reset_clips(0, [a, b, c], annotator="ana", expected_version=store.version())
+    assert len(store.events()) == n + 1 and ev.action == "reset_clips" and ev.head == 0
+    assert ev.old == {"overrides": {a: "cat", c: "owl"}, "rejected": [b]}
+    assert view() == (["dog", "dog", "dog"], [False, False, False], [True])  # "not this" lifted in head 0 only
+    assert "gave 3 clips back to their cluster" in store.history(1)["summary"].iloc[0]
+    undone = store.undo("ana")
+    assert undone.ref == ev.id and view() == before  # one undo restores the own labels and the rejection
+    store.redo("ana")
+    assert view() == (["dog", "dog", "dog"], [False, False, False], [True])
+    with pytest.raises(LabelError, match="nothing to reset"):
+        store.reset_clips(0, [a, b], annotator="ana", expected_version=store.version())
+    # stale: someone labelled one of the clips after the version the page was drawn from
+    seen = store.version()
+    store.override_clips([a], "fox", annotator="bob", expected_version=seen)
+    with pytest.raises(StaleEditError, match="fox"):
+        store.reset_clips(0, [a, b], annotator="ana", expected_version=seen)
+
+
+def test_annotator_names_follow_one_rule(run_dir: Path) -> None:
+    from selavi_core.config import LABELS
+    from selavi_core.studio.labelling import clean_annotator
+
+    store = LabelStore.open(run_dir)
+    ev = store.rename_cluster(0, 1, "dog", annotator="  Ana \t María ", expected_version=0)
+    assert ev.annotator == "Ana María" == sem.annotator_name("  Ana \t María ") == clean_annotator("Ana   María")
+    assert store.can_undo("Ana  María") == ev  # the same person, however the name was typed
+    with pytest.raises(LabelError, match="annotator name is required"):
+        store.rename_cluster(0, 1, "cat", annotator=" \n ", expected_version=None)
+    with pytest.raises(LabelError, match="longer than"):
+        store.rename_cluster(0, 1, "cat", annotator="x" * (LABELS.max_name_length + 1), expected_version=None)
+    assert sem.annotator_problem("Ana") is None and sem.annotator_name(None) is None
+
+
 def test_undo_redo_through_the_store(run_dir: Path) -> None:
     store = LabelStore.open(run_dir)
     with pytest.raises(NothingToUndo):
@@ -442,7 +511,7 @@ def test_schema_is_portable_sql() -> None:
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.schema import CreateTable
 
-    from selavi_core.labels.store import EVENTS, RUNS
+    from selavi_core.labels.schema import EVENTS, RUNS
 
     for table in (RUNS, EVENTS):
         ddl = str(CreateTable(table).compile(dialect=postgresql.dialect()))

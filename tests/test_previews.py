@@ -145,7 +145,7 @@ def test_build_previews_in_parallel_keeps_order_and_errors(bad_media_dir, tmp_pa
     assert isinstance(results[1], NotMedia) and isinstance(results[3], MediaError)
     for r in (results[0], results[2], results[4]):
         assert probe(r.mp4).fps == pytest.approx(PREVIEW.fps)
-    assert not [p for p in out.iterdir() if ".part" in p.name]  # no temporary files left behind
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
     assert len(list(out.iterdir())) == 6
 
 

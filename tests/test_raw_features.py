@@ -22,7 +22,8 @@ from sklearn.metrics import normalized_mutual_info_score
 from selavi_core.catalog import catalog_hash, load_catalog
 from selavi_core.cli import main
 from selavi_core.config import CPU_SMALL, RAW_BASELINE
-from selavi_core.evaluation.evaluate import evaluate_run, format_table, kmeans_labels
+from selavi_core.evaluation.evaluate import evaluate_run, format_table
+from selavi_core.features import kmeans_labels
 from selavi_core.model.logmel import frame_count, log_mel
 from selavi_core.model.networks import build_model
 from selavi_core.runs.assign import write_assignments

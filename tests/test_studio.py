@@ -18,10 +18,11 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from selavi_core.cli import main
 from selavi_core.config import StudioSpec
+from selavi_core.media.preview import PreviewIndex
 from selavi_core.runs.run import Run
 from selavi_core.studio import cluster_flow, contingency, head_agreement, open_run
 from selavi_core.studio.mapping import compute_map, load_map, map_frame, stratified_sample
-from selavi_core.studio.media import PreviewIndex, read_poster
+from selavi_core.studio.media import read_poster
 from selavi_core.studio.montage import cluster_montage, render_montage
 from selavi_core.studio.runs import run_refs
 from selavi_core.studio.similar import similar_clips

@@ -65,12 +65,18 @@ def test_reset_clips_lifts_override_and_rejection_of_the_same_clip(store, joint,
     store.override_clips([a], "cat", annotator="ana", expected_version=store.version())
     store.reject_clips(0, [a, b], annotator="ana", expected_version=store.version())
     seen = store.version()
+    before = store.effective_labels(0).set_index("clip_id").loc[[a, b], ["label", "label_source", "rejected"]]
     done = reset_clips(store, 0, [a, b], annotator="ana", expected_version=seen)
-    assert len(done) == 2 and [e.action for e in store.events()[-2:]] == ["override_clip", "reject_clip"]
+    assert len(done) == 1 and store.version() == seen + 1 and store.events()[-1].action == "reset_clips"
     labels = store.effective_labels(0).set_index("clip_id")
     assert labels.loc[[a, b], "label"].tolist() == ["dog", "dog"]
     assert labels.loc[[a, b], "label_source"].tolist() == ["cluster", "cluster"]
     assert reset_clips(store, 0, [a, b], annotator="ana", expected_version=store.version()) == []  # nothing to do
+    # one logical edit, one undo: the own label and both rejections come back together
+    store.undo("ana")
+    after_undo = store.effective_labels(0).set_index("clip_id").loc[[a, b], ["label", "label_source", "rejected"]]
+    pd.testing.assert_frame_equal(after_undo, before)
+    assert before["label"].tolist() == ["cat", None] and bool(before.loc[b, "rejected"])
 
 
 def test_reset_clips_detects_someone_elses_edit(store, joint, ids):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from selavi_core.catalog.schema import (
     catalog_hash,
 )
 from selavi_core.errors import CatalogError, MediaError
+from selavi_core.io import atomic_write, atomic_write_text
 from selavi_core.progress import progress
 
 #: Salt of the clip-id hash (blake2b ``person``, at most 16 bytes). Changing it changes every id.
@@ -205,7 +205,8 @@ def _write_probe_cache(path: Path, entries: dict[tuple[str, int, int], dict[str,
     df = pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "version", *MEDIA_FIELDS, "reason"])
     for col in ("container", "video_codec", "audio_codec", "reason"):
         df[col] = df[col].astype(object)
-    _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    with atomic_write(path, durable=False) as tmp:  # a cache: losing it costs a re-probe
+        df.to_parquet(tmp, index=False)
 
 
 def probe_files(paths: Sequence[str], cache_file: Path, *, workers: int) -> tuple[dict[str, dict[str, Any]], int, int]:
@@ -304,18 +305,6 @@ def _arrow_table(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temporary sibling and ``os.replace``: readers see the old file or the new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _reason_groups(df: pd.DataFrame) -> tuple[dict[str, int], dict[str, list[str]]]:
     errors = df[df["status"] == STATUS_ERROR]
     counts = errors["error"].value_counts(sort=True)
@@ -353,7 +342,8 @@ def build_catalog(
     df = _frame(specs, ids, records)
 
     parquet = out / CLIPS_FILE
-    _atomic_write(parquet, lambda tmp: pq.write_table(_arrow_table(df), tmp))
+    with atomic_write(parquet) as tmp:
+        pq.write_table(_arrow_table(df), tmp)
     digest = catalog_hash(out)
     reasons, examples = _reason_groups(df)
     ok = df["status"] == STATUS_OK
@@ -382,7 +372,7 @@ def build_catalog(
         "probe": {"probed": n_probed, "cached": n_cached, "workers": workers},
         "columns": list(df.columns),
     }
-    _atomic_write(out / META_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, ensure_ascii=False)))
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False))
     return IngestReport(
         catalog_dir=out,
         parquet=parquet,

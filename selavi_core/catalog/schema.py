@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from selavi_core.errors import CatalogError
+from selavi_core.io import file_hash
 
 CLIPS_FILE = "clips.parquet"
 META_FILE = "catalog.json"
@@ -56,8 +57,6 @@ def load_catalog(catalog_dir: str | os.PathLike) -> pd.DataFrame:
 
 def catalog_hash(catalog_dir: str | os.PathLike) -> str:
     """Hash of the ``clips.parquet`` bytes: equal hashes mean the same clips, ids, windows and labels."""
-    from selavi_core.runs.run import file_hash
-
     return file_hash(_clips_file(catalog_dir))
 
 

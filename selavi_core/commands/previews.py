@@ -3,17 +3,14 @@
 Reads ``CATALOG_DIR/clips.parquet`` directly (columns clip_id, path, start_s, end_s, status) and
 writes the previews plus ``index.parquet`` (clip_id, mp4, poster, error) into ``CATALOG_DIR/previews``
 unless ``--out`` says otherwise. ``mp4`` and ``poster`` are file names relative to the index's
-folder (so the folder can move); use ``load_preview_index`` to get absolute paths.
+folder (so the folder can move); the index's home is ``selavi_core.media.preview``
+(``write_preview_index``, ``load_preview_index``, ``PreviewIndex``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-
-INDEX_FILE = "index.parquet"
-PREVIEWS_DIR = "previews"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from selavi_core.config import default_workers
-    from selavi_core.errors import CatalogError, MediaError
-    from selavi_core.media.preview import build_previews
+    from selavi_core.errors import CatalogError
+    from selavi_core.media.preview import PREVIEWS_DIR, build_previews, write_preview_index
 
     catalog_dir = Path(args.catalog_dir)
     clips_file = catalog_dir / "clips.parquet"
@@ -70,18 +67,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     results = build_previews(items, out_dir, workers=workers)
 
-    rows = []
-    for clip_id, res in zip(clips["clip_id"], results, strict=True):
-        if isinstance(res, MediaError):
-            rows.append({"clip_id": str(clip_id), "mp4": None, "poster": None, "error": res.reason})
-        else:
-            rows.append({"clip_id": str(clip_id), "mp4": res.mp4.name, "poster": res.poster.name, "error": None})
-    index = pd.DataFrame(rows, columns=["clip_id", "mp4", "poster", "error"]).astype(
-        {"clip_id": "string", "mp4": "string", "poster": "string", "error": "string"}
-    )
-    tmp = out_dir / f".{INDEX_FILE}.{os.getpid()}.part"
-    index.to_parquet(tmp, index=False)
-    os.replace(tmp, out_dir / INDEX_FILE)
+    index = write_preview_index(out_dir, [str(c) for c in clips["clip_id"]], results)
 
     n_err = int(index["error"].notna().sum())
     print(
@@ -91,14 +77,3 @@ def run(args: argparse.Namespace) -> int:
     for reason, count in index["error"].dropna().value_counts().head(5).items():
         print(f"  {count} x {reason}")
     return 0
-
-
-def load_preview_index(previews_dir: str | os.PathLike):
-    """``index.parquet`` of a previews folder with ``mp4`` and ``poster`` as absolute paths (None on error)."""
-    import pandas as pd
-
-    previews_dir = Path(previews_dir)
-    index = pd.read_parquet(previews_dir / INDEX_FILE)
-    for col in ("mp4", "poster"):
-        index[col] = [str(previews_dir / v) if isinstance(v, str) else None for v in index[col]]
-    return index

@@ -60,6 +60,7 @@ import numpy as np
 
 from selavi_core.config import PAPER, default_workers
 from selavi_core.errors import CatalogError, SelaviError
+from selavi_core.io import atomic_write, atomic_write_text
 
 VARIANTS = ("balanced", "zipf")
 SOURCE_MODES = ("auto", "real", "fallback")
@@ -881,9 +882,8 @@ def build_clip(job: ClipJob, spec: AvDigitsSpec = SPEC) -> int:
     else:
         raise ValueError("a clip job needs wav_path or espeak")
     audio = fit_audio(wave, rate, rng, spec)
-    part = f"{job.path}.part"
-    write_mp4(part, frames, audio, spec)
-    os.replace(part, job.path)
+    with atomic_write(job.path, durable=False) as part:  # a generated set: rebuilt from its seed when lost
+        write_mp4(str(part), frames, audio, spec)
     return os.path.getsize(job.path)
 
 
@@ -1017,12 +1017,6 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))  # tuples -> lists, as they come back from disk
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def _labels_csv(plans: list[ClipPlan]) -> str:
     """LABEL_COLUMNS, plus ``image_variant`` when the pictures are fallback variants."""
     varied = any(p.image_variant is not None for p in plans)
@@ -1123,7 +1117,7 @@ def build_avdigits(
 
     clips_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"dataset": "av-digits", "complete": False, "settings": settings}
-    _write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2))  # marks the folder as ours first
+    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2))  # marks the folder as ours first
 
     todo = [p for p in plans if not (out / p.path).is_file()]
     if len(todo) < len(plans):
@@ -1148,8 +1142,8 @@ def build_avdigits(
     say(f"building {len(jobs)} clips ({variant}, seed {seed}) into {out}")
     result.built = _run_jobs(jobs, workers, show_progress)
 
-    _write_atomic(out / LABELS_FILE, _labels_csv(plans))
-    _write_atomic(out / LICENSE_FILE, license_text(src.info, src.fallback))
+    atomic_write_text(out / LABELS_FILE, _labels_csv(plans))
+    atomic_write_text(out / LICENSE_FILE, license_text(src.info, src.fallback))
     result.bytes = sum((out / p.path).stat().st_size for p in plans)
     manifest = {
         "dataset": "av-digits",
@@ -1165,7 +1159,7 @@ def build_avdigits(
         "licence": LICENSE_FILE,
         "settings": settings,
     }
-    _write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2))
     result.seconds = time.perf_counter() - started
     return result
 

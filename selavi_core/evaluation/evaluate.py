@@ -25,25 +25,10 @@ import numpy as np
 
 from selavi_core.errors import RunError
 from selavi_core.evaluation.metrics import UNKNOWN, clustering_scores
+from selavi_core.features import KMEANS_NITER, av_concat, kmeans_labels, kmeans_runs, l2_normalise
 from selavi_core.progress import progress
 from selavi_core.runs.raw_features import load_raw_features
 from selavi_core.runs.run import Run
-
-#: Spherical k-means baseline: Lloyd iterations per run, and at most this many independent runs (the
-#: best objective wins) ...
-KMEANS_NITER = 20
-KMEANS_REDO = 3
-#: ... as long as all runs together stay within this many multiply-adds (points x K x dim x iterations):
-#: small collections get 3 runs, VGG-Sound scale (79k sampled points x 309 x 512 x 20 = 2.5e11) gets one,
-#: which keeps each baseline near the 5 s target of perf-baselines.md §3.
-KMEANS_REDO_BUDGET = 3e11
-#: Lloyd runs on at most this many points per cluster (faiss's default subsampling, made explicit so
-#: that every run sees the same sample and their objectives compare).
-KMEANS_TRAIN_PER_CLUSTER = 256
-#: k-means++ seeding draws its centres from a pool of this many points per cluster, at most
-#: ``KMEANS_SEED_POOL_MAX`` (its Gram matrix is computed once: 8192^2 float32 = 256 MiB at most).
-KMEANS_SEED_PER_CLUSTER = 10
-KMEANS_SEED_POOL_MAX = 8192
 
 METRIC_KEYS = ("nmi", "anmi", "ari", "accuracy", "purity", "purity_weighted", "entropy")
 
@@ -53,88 +38,16 @@ NOTE = (
 )
 
 
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, np.float32(1e-12)))
-
-
-def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding on unit vectors: each new centre is drawn with probability ~ its squared distance.
-
-    faiss seeds with k random points, which with well-separated classes often puts two centres in
-    one class and none in another, a local optimum Lloyd never leaves (on 6 blobs, 3 of 4 seeds
-    merged two classes); k-means++ makes that unlikely, and a fair baseline needs it. The pool's
-    Gram matrix is one GEMM, so the K sequential steps are cheap vector operations (K mat-vecs
-    instead were slow under load: BLAS-2 threading on a busy 2-core machine).
-    """
-    n = x.shape[0]
-    gram = x @ x.T
-    centres = np.empty(k, dtype=np.int64)
-    centres[0] = rng.integers(n)
-    d2 = np.maximum(2.0 - 2.0 * gram[centres[0]], 0.0).astype(np.float64)  # |a - b|^2 = 2 - 2 a.b on the sphere
-    for j in range(1, k):
-        total = d2.sum()
-        pick = int(np.searchsorted(np.cumsum(d2), rng.random() * total)) if total > 0 else int(rng.integers(n))
-        centres[j] = min(pick, n - 1)
-        d2 = np.minimum(d2, np.maximum(2.0 - 2.0 * gram[centres[j]], 0.0))
-    return np.ascontiguousarray(x[centres])
-
-
-def kmeans_runs(n: int, k: int, dim: int, niter: int = KMEANS_NITER) -> int:
-    """How many k-means runs fit ``KMEANS_REDO_BUDGET`` (at least 1, at most ``KMEANS_REDO``)."""
-    work = min(n, KMEANS_TRAIN_PER_CLUSTER * k) * k * dim * max(niter, 1)
-    return int(min(KMEANS_REDO, max(1, KMEANS_REDO_BUDGET // max(work, 1))))
-
-
-def kmeans_labels(
-    features: np.ndarray, k: int, *, seed: int = 0, niter: int = KMEANS_NITER, nredo: int | None = None
-) -> np.ndarray:
-    """Cluster ids of spherical k-means on L2-normalised float32 ``features``.
-
-    ``nredo`` runs (default: up to ``KMEANS_REDO`` within ``KMEANS_REDO_BUDGET``), each seeded by
-    k-means++ and refined by ``niter`` faiss Lloyd iterations on the same training sample; the run with
-    the highest objective (sum of cosine similarities) labels every point.
-    """
-    import faiss
-
-    x = _l2_normalise(features)
-    n, d = x.shape
-    k = int(k)
-    if n < k:
-        raise ValueError(f"k-means with k = {k} needs at least {k} points, got {n}")
-    rng = np.random.default_rng(seed)
-    m = KMEANS_TRAIN_PER_CLUSTER * k
-    train = x if n <= m else x[np.sort(rng.choice(n, m, replace=False))]
-    if nredo is None:
-        nredo = kmeans_runs(n, k, d, niter)
-    pool_size = min(train.shape[0], max(k, min(KMEANS_SEED_PER_CLUSTER * k, KMEANS_SEED_POOL_MAX)))
-    best_obj, best_centroids = -np.inf, None
-    for r in range(max(1, nredo)):
-        pool = train if pool_size == train.shape[0] else train[rng.choice(train.shape[0], pool_size, replace=False)]
-        km = faiss.Kmeans(
-            d, k, niter=niter, seed=seed + r, spherical=True, verbose=False,
-            max_points_per_centroid=KMEANS_TRAIN_PER_CLUSTER, min_points_per_centroid=1,
-        )  # fmt: skip
-        obj = km.train(train, init_centroids=_kmeans_pp(pool, k, rng))
-        if obj > best_obj:
-            best_obj, best_centroids = obj, km.centroids
-    index = faiss.IndexFlatIP(d)
-    index.add(np.ascontiguousarray(best_centroids, dtype=np.float32))
-    _, labels = index.search(x, 1)
-    return labels[:, 0].astype(np.int64)
-
-
 def _baseline_features(run: Run) -> Iterator[tuple[str, str, np.ndarray]]:
     """(name, modality, features) for the k-means baselines, one at a time to bound memory (1.6 GB at 200k).
 
     The concatenation L2-normalises each modality first so that neither dominates by its scale.
     """
-    video = _l2_normalise(run.features("video"))
+    video = l2_normalise(run.features("video"))
     yield "k-means on video features", "video", video
-    audio = _l2_normalise(run.features("audio"))
+    audio = l2_normalise(run.features("audio"))
     yield "k-means on audio features", "audio", audio
-    yield "k-means on video+audio features", "concat", np.concatenate([video, audio], axis=1)
+    yield "k-means on video+audio features", "concat", av_concat(video, audio, normalised=True)
 
 
 def _standardise_columns(x: np.ndarray) -> np.ndarray:
@@ -154,11 +67,11 @@ def _standardise_columns(x: np.ndarray) -> np.ndarray:
 def _raw_baseline_features(raw: dict[str, np.ndarray]) -> Iterator[tuple[str, str, np.ndarray]]:
     """(name, modality, features) of the raw-input k-means baselines: each block standardised per dimension
     and L2-normalised; their concatenation weighs the two blocks equally whatever their dimensions."""
-    video = _l2_normalise(_standardise_columns(raw["video"]))
+    video = l2_normalise(_standardise_columns(raw["video"]))
     yield "k-means on raw video pixels", "raw-video", video
-    audio = _l2_normalise(_standardise_columns(raw["audio"]))
+    audio = l2_normalise(_standardise_columns(raw["audio"]))
     yield "k-means on raw log-mel statistics", "raw-audio", audio
-    yield "k-means on raw video + log-mel", "raw-concat", np.concatenate([video, audio], axis=1)
+    yield "k-means on raw video + log-mel", "raw-concat", av_concat(video, audio, normalised=True)
 
 
 def _json_scores(scores: dict[str, Any]) -> dict[str, Any]:

@@ -51,9 +51,11 @@ import pandas as pd
 
 from selavi_core import __version__
 from selavi_core.errors import SelaviError
+from selavi_core.io import file_hash, fsync_dir, replace_tree
+from selavi_core.labels.schema import redact
 from selavi_core.labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, vocabulary
-from selavi_core.labels.store import LabelStore, redact
-from selavi_core.runs.run import CLIPS_FILE, META_FILE, file_hash
+from selavi_core.labels.store import LabelStore
+from selavi_core.runs.run import CLIPS_FILE, META_FILE
 
 FORMATS = ("csv", "json", "kinetics", "vggsound", "fiftyone", "labelstudio")
 CSV_COLUMNS = (
@@ -96,19 +98,6 @@ def sidecar_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + SIDECAR_SUFFIX)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def open_text(path: Path) -> Iterator[Any]:
     """A text file for a staged export; flushed and fsynced before it is renamed into place."""
@@ -133,18 +122,6 @@ def _check_target(out: Path, folder: bool) -> None:
         raise ExportError(f"{out} is a folder; give a file name for this format")
     if folder and out.is_dir() and any(out.iterdir()) and not _is_previous_export(out):
         raise ExportError(f"{out} exists and is not a previous SeLaVi export; choose another --out")
-
-
-def _place(staged: Path, out: Path) -> None:
-    """Rename a staged file or folder onto ``out``. A folder replaces the old one by two renames (the
-    old tree is moved aside first), so ``out`` holds a complete tree or, for an instant, nothing."""
-    if staged.is_dir() and out.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, aside / "tree")
-        os.replace(staged, out)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(staged, out)
 
 
 # --------------------------------------------------------------------------------- the rows
@@ -356,13 +333,9 @@ def _is_window(r: Any) -> bool:
 
 def preview_files(store: LabelStore) -> dict[str, str]:
     """clip id -> absolute preview MP4 listed by ``selavi previews`` (read once; {} when none were built)."""
-    from selavi_core.commands.previews import INDEX_FILE, PREVIEWS_DIR, load_preview_index
+    from selavi_core.media.preview import preview_mp4s  # PyAV: imported only when an export needs media
 
-    folder = Path(store.run.meta.catalog_dir) / PREVIEWS_DIR
-    if not (folder / INDEX_FILE).is_file():
-        return {}
-    index = load_preview_index(folder)
-    return {str(c): str(m) for c, m in zip(index["clip_id"], index["mp4"], strict=True) if isinstance(m, str)}
+    return preview_mp4s(store.run.meta.catalog_dir)
 
 
 def _write_fiftyone(table: pd.DataFrame, out: Path, *, store: LabelStore, copy: bool = False, **_: Any) -> Written:
@@ -499,14 +472,6 @@ def run_hash(run_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def export_labels(
     store: LabelStore,
     fmt: str,
@@ -554,13 +519,13 @@ def export_labels(
         if folder:
             prov["files"] = sum(len(files) for _, _, files in os.walk(data))
         else:
-            prov["sha256"] = _sha256(data)
+            prov["sha256"] = file_hash(data, length=None)
         with open_text(staged / side.name) as f:
             json.dump(prov, f, ensure_ascii=False, indent=2)
             f.write("\n")
-        _place(data, out)
+        replace_tree(data, out)
         os.replace(staged / side.name, side)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     c = prov["counts"]

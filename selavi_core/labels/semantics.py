@@ -20,7 +20,8 @@ Semantics (../shared/docs/app-field-notes.md §2-3, §5.2):
   clip from its cluster's name in one head. Both survive renames, merges, splits and re-assignment
   because they are keyed by clip id, never by cluster. Effective label = override, else (unless
   rejected) the name of the clip's node, else none; each with its source (``override``,
-  ``cluster`` or ``none``) and the annotator, time and event that produced it.
+  ``cluster`` or ``none``) and the annotator, time and event that produced it. A reset
+  (``reset_clips``) lifts both from some clips in one event, so one undo restores both.
 - **Undo and redo are events too.** Each annotator has an undo stack of their own edits and a redo
   stack of what they undid (cleared by their next edit); an undone edit is skipped by the fold, so
   undoing my rename never erases a later rename by someone else.
@@ -39,8 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from selavi_core.config import LABELS
+
 #: Edit actions (undoable), then the bookkeeping actions.
-EDIT_ACTIONS = ("rename_cluster", "merge_clusters", "split_cluster", "label_clips", "override_clip", "reject_clip")
+EDIT_ACTIONS = (
+    "rename_cluster", "merge_clusters", "split_cluster", "label_clips", "override_clip", "reject_clip", "reset_clips",
+)  # fmt: skip
 META_ACTIONS = ("undo", "redo", "snapshot")
 ACTIONS = EDIT_ACTIONS + META_ACTIONS
 
@@ -52,6 +57,32 @@ SOURCE_NONE = "none"
 _NODE = re.compile(r"^[0-9]+(\.[a-z]+)*$")
 
 Key = tuple  # ("c", head, node) or ("k", clip_id)
+
+
+# ------------------------------------------------------------------------------------- annotators
+
+
+def annotator_name(text: object) -> str | None:
+    """The annotator name as the log records it, or None when it is no name.
+
+    The one rule for every writer (the store's edits, the Studio's name field, the CLI): runs of
+    whitespace become one space and the ends are trimmed, so "Ana  María " and "Ana María" are one
+    annotator with one undo stack; an empty name, or one longer than ``LABELS.max_name_length``
+    (the column's width), is no name.
+    """
+    name = "" if text is None else " ".join(str(text).split())
+    if not name or len(name) > LABELS.max_name_length:
+        return None
+    return name
+
+
+def annotator_problem(text: object) -> str | None:
+    """Why ``text`` is no annotator name (a sentence for the user), or None when ``annotator_name`` takes it."""
+    if annotator_name(text) is not None:
+        return None
+    if text is None or not str(text).split():
+        return "annotator name is required"
+    return f"annotator name is longer than {LABELS.max_name_length} characters"
 
 
 @dataclass(frozen=True)
@@ -239,7 +270,7 @@ def event_keys(event: Event) -> set[Key]:
         return {("c", h, c) for c in t["clusters"]}
     if a == "split_cluster":
         return {("c", h, t["cluster"])} | {("c", h, s) for s in (event.new or {}).get("parts", {})}
-    if a in ("label_clips", "override_clip", "reject_clip"):
+    if a in ("label_clips", "override_clip", "reject_clip", "reset_clips"):
         return {("k", c) for c in t["clips"]}
     return set()
 
@@ -343,6 +374,11 @@ def _apply(st: LabelState, e: Event) -> None:
         else:
             for c in t["clips"]:
                 st.overrides.pop(c, None)
+    elif e.action == "reset_clips":  # back to the cluster: no own label (any head), no "not this" in this head
+        hs = st.head(e.head)
+        for c in t["clips"]:
+            st.overrides.pop(c, None)
+            hs.rejected.pop(c, None)
     elif e.action == "reject_clip":
         hs = st.head(e.head)
         if new.get("rejected", True):
@@ -552,6 +588,9 @@ def describe(event: Event) -> str:
         n = len(t.get("clips", []))
         verb = "rejected" if new.get("rejected", True) else "un-rejected"
         return f"{who} {verb} {n} clip{'s' * (n != 1)} from their cluster (head {h})"
+    if a == "reset_clips":
+        n = len(t.get("clips", []))
+        return f"{who} gave {n} clip{'s' * (n != 1)} back to their cluster (head {h}): own labels and 'not this' lifted"
     if a in ("undo", "redo"):
         return f"{who} {a}: {old.get('summary') or f'event {event.ref}'}"
     if a == "snapshot":

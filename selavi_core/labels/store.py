@@ -43,7 +43,8 @@ API (all edits take ``annotator=`` and ``expected_version=``, return the appende
 - edits: ``rename_cluster(head, cluster, name)``, ``merge_clusters(head, clusters, name=None)``,
   ``split_cluster(head, cluster, method="kmeans"|"selection", k=2, clip_ids=None, proposal=None)``,
   ``label_clips(clip_ids, label)`` (a map selection), ``override_clips(clip_ids, label)`` (the grid),
-  ``clear_overrides(clip_ids)``, ``reject_clips(head, clip_ids, rejected=True)`` ("not this");
+  ``clear_overrides(clip_ids)``, ``reject_clips(head, clip_ids, rejected=True)`` ("not this"),
+  ``reset_clips(head, clip_ids)`` (both lifted in one event);
 - history: ``undo(annotator)``, ``redo(annotator)``, ``can_undo/can_redo(annotator)`` (what would be
   undone, for the button), ``snapshot(name, annotator=)``, ``snapshots()``, ``history(limit, annotator=)``;
 - reads: ``version()``, ``version_of(head, cluster)`` / ``version_of(clip_ids=...)``,
@@ -51,178 +52,61 @@ API (all edits take ``annotator=`` and ``expected_version=``, return the appende
   ``cluster_names(head)``, ``members(head, cluster)``, ``propose_split(...)`` (writes nothing),
   ``annotators()``, ``events()``, ``log_info(snapshot)``.
 
+Where things live: the tables and engine in ``schema``, the read models in ``views``, split
+proposals in ``splits``, the exceptions in ``errors``, what events mean in ``semantics``; this module
+holds the ``LabelStore`` itself (opening, transactions, validation, edits, queries).
+
 One ``LabelStore`` per run and process is enough (wrap it in ``st.cache_resource``): it is
 thread-safe, keeps the log in memory, reads only new rows on each call and caches the fold.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import Connection
 
 from selavi_core.config import LABELS
-from selavi_core.errors import SelaviError
 from selavi_core.labels import semantics as sem
+from selavi_core.labels import splits, views
+from selavi_core.labels.errors import LabelError, NothingToUndo, StaleEditError
+from selavi_core.labels.schema import (
+    EVENTS,
+    RUNS,
+    SCHEMA_VERSION,
+    create_tables,
+    inserted_event,
+    make_engine,
+    redact,
+    row_event,
+    store_url,
+)
 from selavi_core.labels.semantics import Event, LabelState
 from selavi_core.runs.run import Run
 
-SCHEMA_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------ errors
-
-
-class LabelError(SelaviError):
-    """A label edit or query that cannot be done as asked (unknown cluster, empty annotator...)."""
-
-
-class StaleEditError(LabelError):
-    """The edit was based on a view that someone else has changed since.
-
-    ``event`` is the latest event touching what was edited (who, when, what they set), ``current``
-    the value now in force (e.g. the cluster's current name), ``expected_version`` and
-    ``current_version`` the two event ids compared.
-    """
-
-    def __init__(self, what: str, expected_version: int, current_version: int, event: Event, current: Any = None):
-        when = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        now = f"; it is now {current!r}" if current is not None else ""
-        super().__init__(
-            f"{what} was changed after the version you saw (event {expected_version}): {sem.describe(event)} "
-            f"at {when} (event {event.id}){now}. Reload to see the change, then edit again."
-        )
-        self.what = what
-        self.expected_version = expected_version
-        self.current_version = current_version
-        self.event = event
-        self.current = current
-
-
-class NothingToUndo(LabelError):
-    """``undo``/``redo`` was asked of an annotator with an empty stack."""
-
-
-# ------------------------------------------------------------------------------------------ schema
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class LabelRunRow(Base):
-    """One row per run whose labels this database holds; writers lock it (portable row lock)."""
-
-    __tablename__ = "label_runs"
-    run_key: Mapped[str] = mapped_column(sa.String(400), primary_key=True)
-    created: Mapped[float] = mapped_column(sa.Double, nullable=False)
-    meta: Mapped[dict] = mapped_column(sa.JSON, nullable=False)  # run dir, hashes (informational)
-    writes: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
-    schema_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=SCHEMA_VERSION)
-
-
-class LabelEventRow(Base):
-    """The append-only log. ``target``/``old_value``/``new_value`` are JSON (see ``semantics``)."""
-
-    __tablename__ = "label_events"
-    __table_args__ = (sa.Index("ix_label_events_run_id", "run_key", "id"), {"sqlite_autoincrement": True})
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    run_key: Mapped[str] = mapped_column(sa.String(400), sa.ForeignKey("label_runs.run_key"), nullable=False)
-    time: Mapped[float] = mapped_column(sa.Double, nullable=False)
-    annotator: Mapped[str] = mapped_column(sa.String(LABELS.max_name_length), nullable=False)
-    action: Mapped[str] = mapped_column(sa.String(32), nullable=False)
-    head: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
-    target: Mapped[dict] = mapped_column(sa.JSON, nullable=False)
-    old_value: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
-    new_value: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
-    source: Mapped[str] = mapped_column(sa.String(64), nullable=False)
-    ref_event: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
-
-
-EVENTS = LabelEventRow.__table__
-RUNS = LabelRunRow.__table__
-
-
-def _row_event(r: Any) -> Event:
-    return Event(
-        id=int(r.id), time=float(r.time), annotator=r.annotator, action=r.action,
-        head=None if r.head is None else int(r.head), target=r.target or {}, old=r.old_value, new=r.new_value,
-        source=r.source, ref=None if r.ref_event is None else int(r.ref_event),
-    )  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------ engine
-
-
-def store_url(where: str | os.PathLike) -> str:
-    """A SQLAlchemy URL from a URL or a file path (a path means a SQLite file there)."""
-    text = str(where)
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for provenance and messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
-
-
-def make_engine(url: str) -> Engine:
-    """An engine whose transactions are real: on SQLite, WAL + synchronous=FULL and BEGIN (IMMEDIATE).
-
-    pysqlite by default defers BEGIN until the first write and never locks for reads, which breaks
-    read-check-append; the standard fix is to switch its own transaction handling off and emit
-    BEGIN ourselves. Write transactions (``execution_options(selavi_write=True)``) take the write
-    lock at BEGIN, so the check and the append see the same log.
-    """
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite":
-        return sa.create_engine(u, pool_pre_ping=True)
-    memory = u.database in (None, "", ":memory:")
-    if memory:
-        engine = sa.create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False})
-    else:
-        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(u, connect_args={"timeout": LABELS.sqlite_busy_timeout_s, "check_same_thread": False})
-
-    @sa_event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see above)
-        cur = dbapi_conn.cursor()
-        if not memory:
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={LABELS.sqlite_synchronous}")
-        cur.execute(f"PRAGMA busy_timeout={int(LABELS.sqlite_busy_timeout_s * 1000)}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    @sa_event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("selavi_write") else "BEGIN")
-
-    return engine
+__all__ = ["LabelError", "LabelStore", "NothingToUndo", "StaleEditError", "default_run_key", "redact", "store_url"]
 
 
 def default_run_key(run: Run) -> str:
     """Run identity inside a shared database: folder name and catalog hash (stable across re-assignment)."""
     return f"{run.dir.resolve().name}@{run.meta.catalog_hash}"
+
+
+def _annotator(value: Any) -> str:
+    """The annotator name as recorded (``semantics.annotator_name``); LabelError says why it is none."""
+    problem = sem.annotator_problem(value)
+    if problem is not None:
+        raise LabelError(problem)
+    return sem.annotator_name(value)
 
 
 def _clean_text(value: Any, what: str, *, required: bool) -> str | None:
@@ -288,11 +172,7 @@ class LabelStore:
 
     def _create_schema(self) -> None:
         try:
-            try:
-                with self._write() as conn:
-                    Base.metadata.create_all(conn)
-            except sa.exc.IntegrityError:  # another process created the tables at the same moment (not SQLite)
-                Base.metadata.create_all(self._engine)
+            create_tables(self._engine, self._write)
         except sa.exc.DBAPIError as err:
             raise LabelError(
                 f"cannot open the label store {redact(self.url)}: {err.orig}; "
@@ -365,7 +245,7 @@ class LabelStore:
             sa.select(EVENTS).where(EVENTS.c.run_key == self.run_key, EVENTS.c.id > last).order_by(EVENTS.c.id)
         ).all()
         if rows:
-            self._events.extend(_row_event(r) for r in rows)
+            self._events.extend(row_event(r) for r in rows)
 
     def _sync(self) -> None:
         with self._lock, self._engine.connect() as conn, conn.begin():
@@ -408,8 +288,7 @@ class LabelStore:
                 fields.setdefault("ref_event", None)
                 values = {"run_key": self.run_key, "time": time.time(), **fields}
                 new_id = conn.execute(EVENTS.insert().values(**values)).inserted_primary_key[0]
-            # what the database now holds (JSON round trip: the cache must equal a fresh read)
-            ev = _row_event(_Obj(id=new_id, **json.loads(json.dumps(values))))
+            ev = inserted_event(new_id, values)  # what the database now holds
             self._events.append(ev)
             return ev
 
@@ -463,10 +342,9 @@ class LabelStore:
             return
         raise StaleEditError(what, int(expected), current_version, state.events[current_version], current)
 
-    def _name_now(self, state: LabelState, head: int, node: str) -> str | None:
-        hs = state.heads.get(head)
-        rec = hs.name_record(node)[0] if hs else None
-        return rec.name if rec else None
+    @staticmethod
+    def _name_now(state: LabelState, head: int, node: str) -> str | None:
+        return views.name_now(state, head, node)
 
     # edits ------------------------------------------------------------------------------------
     def rename_cluster(
@@ -475,7 +353,7 @@ class LabelStore:
     ) -> Event:  # fmt: skip
         """Name a cluster (or sub-cluster, or merge group) of ``head``; ``None``/"" clears its own name."""
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         new = _clean_text(name, "cluster name", required=False)
 
         def build(state: LabelState) -> dict[str, Any]:
@@ -495,7 +373,7 @@ class LabelStore:
     ) -> Event:  # fmt: skip
         """Unite clusters under one name (``name``, else the first named one in the order given)."""
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         given = _clean_text(name, "cluster name", required=False)
 
         def build(state: LabelState) -> dict[str, Any]:
@@ -519,8 +397,9 @@ class LabelStore:
     ) -> dict[str, list[str]]:  # fmt: skip
         """Sub-clusters a split would create, ``{"12.a": [clip ids], ...}``, largest first; nothing is written.
 
-        ``method="kmeans"``: k-means (``k`` parts) on the members' L2-normalised features (``features``:
-        ``video``, ``audio`` or ``concat``). ``method="selection"``: the given ``clip_ids`` that are
+        ``method="kmeans"``: spherical k-means with k-means++ seeding (``features.kmeans_labels``, ``k``
+        parts) on the members' embedding (``features``: ``video``, ``audio`` or ``concat``, the
+        audio-visual ``features.av_embedding``). ``method="selection"``: the given ``clip_ids`` that are
         members (e.g. a map lasso) versus the rest.
         """
         h = self._check_head(head)
@@ -532,58 +411,17 @@ class LabelStore:
 
     def _members(self, state: LabelState, head: int, node: str, *, group: bool = True) -> list[str]:
         run = self._need_run("cluster members")
-        codes, names = sem.clip_codes(state, head, run.clip_ids, run.assignments("joint")[:, head], self._rows())
-        hs = state.heads.get(head) or sem.HeadState()
-        wanted = set(hs.group(node)) if group else {node}
-        mask = np.isin(codes, [i for i, n in enumerate(names) if n in wanted])
-        return [str(c) for c in np.asarray(run.clip_ids)[mask]]
+        return views.members(state, head, node, run.clip_ids, run.assignments("joint")[:, head], self._rows(),
+                             group=group)  # fmt: skip
 
     def _propose(
         self, state: LabelState, head: int, node: str, method: str, k: int, clip_ids: Iterable[Any] | None,
         features: str, seed: int,
     ) -> dict[str, list[str]]:  # fmt: skip
         run = self._need_run("splitting a cluster")
-        members = self._members(state, head, node)
-        if len(members) < 2:
-            raise LabelError(f"cluster {node} (head {head}) has {len(members)} member(s): nothing to split")
-        if method == "selection":
-            if clip_ids is None:
-                raise LabelError("a selection split needs the selected clip ids")
-            chosen = {str(c) for c in clip_ids}
-            inside = [c for c in members if c in chosen]
-            if not inside or len(inside) == len(members):
-                raise LabelError(
-                    f"the selection holds {len(inside)} of the {len(members)} members of cluster {node}: "
-                    "select some members, not none or all"
-                )
-            outside = [c for c in members if c not in chosen]
-            parts = [inside, outside]
-        elif method == "kmeans":
-            k = int(k)
-            if k < 2 or k > len(members):
-                raise LabelError(f"k must be between 2 and the cluster size ({len(members)}), not {k}")
-            row = self._rows()
-            idx = np.fromiter((row[c] for c in members), dtype=np.int64)
-            codes = kmeans(_member_features(run, features, idx), k, seed)
-            parts = [[members[i] for i in np.flatnonzero(codes == j)] for j in range(k)]
-            parts = [p for p in parts if p]
-            if len(parts) < 2:
-                raise LabelError(f"k-means found a single group in cluster {node}: the members' features coincide")
-            parts.sort(key=lambda p: (-len(p), p[0]))  # k-means labels are arbitrary: largest part first
-        else:
-            raise LabelError(f"split method must be 'kmeans' or 'selection', not {method!r}")
-        return dict(zip(self._fresh_subs(state, head, node, len(parts)), parts, strict=True))
-
-    @staticmethod
-    def _fresh_subs(state: LabelState, head: int, node: str, n: int) -> list[str]:
-        used = state.subs_ever.get((head, node), set())
-        out, i = [], 0
-        while len(out) < n:
-            sub = f"{node}.{sem.sub_suffix(i)}"
-            if sub not in used:
-                out.append(sub)
-            i += 1
-        return out
+        parts = splits.propose_parts(run, self._rows(), self._members(state, head, node), node=node, head=head,
+                                     method=method, k=k, clip_ids=clip_ids, features=features, seed=seed)  # fmt: skip
+        return dict(zip(splits.sub_ids(state, head, node, len(parts)), parts, strict=True))
 
     def split_cluster(
         self, head: int, cluster: Any, *, annotator: str, expected_version: int | None, method: str = "kmeans",
@@ -597,8 +435,8 @@ class LabelStore:
         inherit the cluster's name until they are renamed.
         """
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
-        if method not in ("kmeans", "selection"):
+        who = _annotator(annotator)
+        if method not in splits.SPLIT_METHODS:
             raise LabelError(f"split method must be 'kmeans' or 'selection', not {method!r}")
         sel = None if clip_ids is None else [str(c) for c in clip_ids]
 
@@ -618,7 +456,7 @@ class LabelStore:
                         f"the split proposal does not fit cluster {node} any more "
                         f"({len(stray)} clips are no longer members); propose it again"
                     )
-                parts = dict(zip(self._fresh_subs(state, h, node, len(groups)), groups, strict=True))
+                parts = dict(zip(splits.sub_ids(state, h, node, len(groups)), groups, strict=True))
             return {
                 "annotator": who, "action": "split_cluster", "head": h, "target": {"head": h, "cluster": node},
                 "old_value": {"name": old},
@@ -632,7 +470,7 @@ class LabelStore:
         self, action: str, clip_ids: Iterable[Any], label: str | None, *, annotator: str,
         expected_version: int | None, head: int | None, source: str,
     ) -> Event:  # fmt: skip
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         new = _clean_text(label, "label", required=False)
         h = None if head is None else self._check_head(head)
         ids = self._check_clips(clip_ids)
@@ -679,7 +517,7 @@ class LabelStore:
     ) -> Event:  # fmt: skip
         """ "Not this": the clips stop taking their cluster's name in ``head`` (``rejected=False`` undoes it)."""
         h = self._check_head(head)
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         ids = self._check_clips(clip_ids)
 
         def build(state: LabelState) -> dict[str, Any]:
@@ -696,6 +534,35 @@ class LabelStore:
 
         return self._append(build, expected_version)
 
+    def reset_clips(
+        self, head: int, clip_ids: Iterable[Any], *, annotator: str, expected_version: int | None, source: str = "api",
+    ) -> Event:  # fmt: skip
+        """Give clips back to their cluster: clear their own labels and lift "not this" in ``head``.
+
+        One event, so one ``undo`` restores both. Every clip is checked against ``expected_version``
+        (an edit someone else made to any of them raises ``StaleEditError``); ``LabelError`` when none
+        of the clips has an own label or a rejection in ``head`` (nothing would change).
+        """
+        h = self._check_head(head)
+        who = _annotator(annotator)
+        ids = self._check_clips(clip_ids)
+
+        def build(state: LabelState) -> dict[str, Any]:
+            hs = state.heads.get(h)
+            own = {c: state.overrides[c].label for c in ids if c in state.overrides}
+            rejected = [c for c in ids if hs is not None and c in hs.rejected]
+            current = state.latest_touch(("k", c) for c in ids)
+            self._fresh(state, f"{len(ids)} clip(s) ({ids[0]}...)" if len(ids) > 1 else f"clip {ids[0]}",
+                        current, expected_version, own.get(ids[0]) if len(ids) == 1 else None)  # fmt: skip
+            if not own and not rejected:
+                raise LabelError(f"nothing to reset: none of the {len(ids)} clip(s) has its own label or a 'not this'")
+            return {
+                "annotator": who, "action": "reset_clips", "head": h, "target": {"head": h, "clips": ids},
+                "old_value": {"overrides": own, "rejected": rejected}, "new_value": None, "source": source,
+            }  # fmt: skip
+
+        return self._append(build, expected_version)
+
     def undo(self, annotator: str, *, source: str = "api") -> Event:
         """Undo ``annotator``'s latest edit that is not undone (never anyone else's)."""
         return self._undo_redo("undo", annotator, source)
@@ -705,7 +572,7 @@ class LabelStore:
         return self._undo_redo("redo", annotator, source)
 
     def _undo_redo(self, action: str, annotator: str, source: str) -> Event:
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
 
         def build(state: LabelState) -> dict[str, Any]:
             stack = (state.undo_stacks if action == "undo" else state.redo_stacks).get(who, [])
@@ -724,18 +591,18 @@ class LabelStore:
         """The edit ``undo(annotator)`` would undo, or None (for the button's label)."""
         self._sync()
         with self._lock:
-            stack = self._state().undo_stacks.get(str(annotator).strip(), [])
+            stack = self._state().undo_stacks.get(sem.annotator_name(annotator) or "", [])
             return self._state().events[stack[-1]] if stack else None
 
     def can_redo(self, annotator: str) -> Event | None:
         self._sync()
         with self._lock:
-            stack = self._state().redo_stacks.get(str(annotator).strip(), [])
+            stack = self._state().redo_stacks.get(sem.annotator_name(annotator) or "", [])
             return self._state().events[stack[-1]] if stack else None
 
     def snapshot(self, name: str, *, annotator: str, source: str = "api") -> Event:
         """Name the current labels ("label set v3") so exports can refer to exactly them later."""
-        who = _clean_text(annotator, "annotator name", required=True)
+        who = _annotator(annotator)
         label = _clean_text(name, "snapshot name", required=True)
 
         def build(state: LabelState) -> dict[str, Any]:
@@ -789,12 +656,7 @@ class LabelStore:
         """name, event_id, annotator, time of every snapshot, oldest first."""
         self._sync()
         with self._lock:
-            state = self._state()
-            rows = [
-                {"name": n, "event_id": i, "annotator": state.events[i].annotator, "time": state.events[i].time}
-                for n, i in sorted(state.snapshots.items(), key=lambda kv: kv[1])
-            ]
-        return pd.DataFrame(rows, columns=["name", "event_id", "annotator", "time"])
+            return views.snapshots(self._state())
 
     def state(self, snapshot: str | int | None = None) -> LabelState:
         """The folded state, now or at a snapshot. Read it, never change it; the current state is a
@@ -809,42 +671,7 @@ class LabelStore:
         """Latest events first: id, time, annotator, action, head, summary, undone, ref, target, old, new, source."""
         self._sync()
         with self._lock:
-            state = self._state()
-            evs = [e for e in reversed(self._events) if annotator is None or e.annotator == annotator]
-        if limit is not None:
-            evs = evs[: int(limit)]
-        rows = [
-            {
-                "id": e.id,
-                "time": e.time,
-                "annotator": e.annotator,
-                "action": e.action,
-                "head": e.head,
-                "summary": sem.describe(e),
-                "undone": e.id in state.undone,
-                "ref": e.ref,
-                "target": json.dumps(e.target),
-                "old": json.dumps(e.old),
-                "new": json.dumps(e.new),
-                "source": e.source,
-            }  # fmt: skip
-            for e in evs
-        ]
-        cols = [
-            "id",
-            "time",
-            "annotator",
-            "action",
-            "head",
-            "summary",
-            "undone",
-            "ref",
-            "target",
-            "old",
-            "new",
-            "source",
-        ]
-        return pd.DataFrame(rows, columns=cols)
+            return views.history(self._events, self._state(), limit, annotator=annotator)
 
     def annotators(self) -> list[str]:
         self._sync()
@@ -896,18 +723,7 @@ class LabelStore:
         h = self._check_head(head)
         self._sync()
         with self._lock:
-            state = self._state(upto)
-            hs = state.heads.get(h) or sem.HeadState()
-            nodes: set[str] = set(hs.sub_parent) | set(hs.parent)
-            nodes |= {str(e.target["cluster"]) for e in state.events.values() if e.head == h and "cluster" in e.target}
-            if self.run is not None:
-                nodes |= {str(k) for k in range(self.run.clusters)}
-            out = {}
-            for n in sorted(nodes, key=lambda s: (sem.base_of(s), s)):
-                rec = hs.name_record(n)[0]
-                if rec is not None:
-                    out[n] = rec.name
-            return out
+            return views.cluster_names(self._state(upto), h, None if self.run is None else self.run.clusters)
 
     def members(self, head: int, cluster: Any, *, group: bool = False, snapshot: str | int | None = None) -> list[str]:
         """Clip ids now in a cluster node (``group=True``: in its whole merge group)."""
@@ -923,45 +739,4 @@ class LabelStore:
         upto = self.resolve_snapshot(snapshot)
         self._sync()
         with self._lock:
-            state = self._state(upto)
-            return {
-                "last_event_id": state.last_event_id,
-                "annotators": sorted({e.annotator for e in state.events.values()}),
-                "events": len(state.events),
-            }
-
-
-def _member_features(run: Run, which: str, idx: np.ndarray) -> np.ndarray:
-    """L2-normalised float32 features of some clips (only those rows are read from the memory map)."""
-    if which == "concat":
-        x = np.concatenate([np.asarray(run.features(m)[idx], dtype=np.float32) for m in ("video", "audio")], axis=1)
-    else:
-        x = np.asarray(run.features(which)[idx], dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """faiss k-means (``LABELS.split_n_init`` restarts, best kept): the part index of each row.
-
-    Runs single-threaded: a cluster has at most tens of thousands of members (milliseconds), and
-    OpenMP threads spinning on a shared, busy CPU made it seconds in measurements.
-    """
-    import faiss
-
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        km = faiss.Kmeans(x.shape[1], k, niter=LABELS.split_iters, nredo=LABELS.split_n_init, seed=seed, verbose=False,
-                          min_points_per_centroid=1)  # fmt: skip
-        km.train(np.ascontiguousarray(x, dtype=np.float32))
-        _, assign = km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
-    finally:
-        faiss.omp_set_num_threads(threads)
-    return assign[:, 0].astype(np.int64)
-
-
-class _Obj:
-    """Attribute access over a dict (turns the inserted values into an ``Event`` like a fetched row)."""
-
-    def __init__(self, **kw: Any):
-        self.__dict__.update(kw)
+            return views.log_info(self._state(upto))

@@ -8,14 +8,21 @@ Files are named by a content key, so a preview is built once and reused as long 
 file and the window are unchanged, and a renamed or moved source does not force a rebuild.
 Every file is written under a temporary name and renamed into place: an interrupted build never
 leaves a half file that a later run would take as complete.
+
+The previews index (this module is its one home): ``selavi previews`` writes the previews of a
+catalog into ``CATALOG_DIR/previews`` with ``index.parquet`` (``INDEX_COLUMNS``: clip_id, mp4,
+poster, error), ``mp4``/``poster`` as file names relative to the index's folder (so the folder can
+move). ``write_preview_index`` writes it, ``load_preview_index`` reads it with absolute paths,
+``preview_mp4s`` gives clip id -> playable MP4 (the exports), and ``PreviewIndex`` is the cached,
+thread-safe lookup the Studio uses, which says why a clip has nothing to show instead of raising.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import uuid
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -23,10 +30,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from selavi_core.config import PREVIEW, PreviewSpec, default_workers
 from selavi_core.errors import MediaError, TruncatedMedia
+from selavi_core.io import atomic_write
 from selavi_core.media.decode import decode_audio_window, iter_window_frames, target_geometry
 from selavi_core.media.probe import (
     FFmpegError,
@@ -40,6 +49,10 @@ from selavi_core.media.probe import (
 )
 from selavi_core.progress import progress
 
+#: The previews folder inside a catalog folder, and the index file inside it.
+PREVIEWS_DIR = "previews"
+INDEX_FILE = "index.parquet"
+INDEX_COLUMNS = ("clip_id", "mp4", "poster", "error")
 #: Bump when the encoding recipe changes in a way PreviewSpec does not capture: old previews rebuild.
 RECIPE_VERSION = 1
 #: x264 speed/size trade-off for previews (a name, not a number: small clips encode in milliseconds).
@@ -80,10 +93,6 @@ def preview_key(path: str | os.PathLike, start_s: float, end_s: float, spec: Pre
         f"{RECIPE_VERSION}/{X264_PRESET}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
-
-
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{final.suffix}")
 
 
 def _even(x: float) -> int:
@@ -185,17 +194,13 @@ def ensure_preview(
     if _complete(files.mp4) and _complete(files.poster):
         return files
     out_dir.mkdir(parents=True, exist_ok=True)
-    mp4_tmp, jpg_tmp = _tmp_name(files.mp4), _tmp_name(files.poster)
-    try:
+    # the poster is renamed into place last: both present means both complete. A preview can be rebuilt,
+    # so it is not fsynced (thousands of small files); ``_complete`` refuses an empty one.
+    with atomic_write(files.poster, durable=False) as jpg_tmp, atomic_write(files.mp4, durable=False) as mp4_tmp:
         try:
             _encode(src, start_s, end_s, mp4_tmp, jpg_tmp, spec)
         except FFmpegError as err:
             raise TruncatedMedia(src, f"truncated or corrupt: {ffmpeg_message(err)}") from None
-        os.replace(mp4_tmp, files.mp4)
-        os.replace(jpg_tmp, files.poster)  # the poster last: both present means both complete
-    finally:
-        for tmp in (mp4_tmp, jpg_tmp):
-            tmp.unlink(missing_ok=True)
     return files
 
 
@@ -233,3 +238,141 @@ def build_previews(
         for fut in progress(as_completed(futures), total=len(futures), desc="previews", unit="clip"):
             results[futures[fut]] = fut.result()
     return results  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------- the index
+
+
+def write_preview_index(
+    out_dir: str | os.PathLike, clip_ids: Sequence[str], results: Sequence[PreviewFiles | MediaError]
+) -> pd.DataFrame:
+    """Write ``out_dir/index.parquet`` for ``build_previews`` results (atomically) and return it.
+
+    One row per clip: the preview's file names (relative to ``out_dir``), or the reason it failed.
+    """
+    rows = []
+    for clip_id, res in zip(clip_ids, results, strict=True):
+        if isinstance(res, MediaError):
+            rows.append({"clip_id": str(clip_id), "mp4": None, "poster": None, "error": res.reason})
+        else:
+            rows.append({"clip_id": str(clip_id), "mp4": res.mp4.name, "poster": res.poster.name, "error": None})
+    index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS)).astype(dict.fromkeys(INDEX_COLUMNS, "string"))
+    with atomic_write(Path(out_dir) / INDEX_FILE) as tmp:
+        index.to_parquet(tmp, index=False)
+    return index
+
+
+def load_preview_index(previews_dir: str | os.PathLike) -> pd.DataFrame:
+    """``index.parquet`` of a previews folder with ``mp4`` and ``poster`` as absolute paths (None on error)."""
+    previews_dir = Path(previews_dir)
+    index = pd.read_parquet(previews_dir / INDEX_FILE)
+    for col in ("mp4", "poster"):
+        index[col] = [str(previews_dir / v) if isinstance(v, str) else None for v in index[col]]
+    return index
+
+
+def preview_mp4s(catalog_dir: str | os.PathLike) -> dict[str, str]:
+    """clip id -> absolute preview MP4 listed in the catalog's previews index ({} when none was built)."""
+    folder = Path(catalog_dir) / PREVIEWS_DIR
+    if not (folder / INDEX_FILE).is_file():
+        return {}
+    index = load_preview_index(folder)
+    return {str(c): str(m) for c, m in zip(index["clip_id"], index["mp4"], strict=True) if isinstance(m, str)}
+
+
+@dataclass(frozen=True)
+class ClipMedia:
+    clip_id: str
+    mp4: Path | None  # None when there is nothing playable; ``problem`` says why
+    poster: Path | None
+    problem: str | None = None
+
+    @property
+    def playable(self) -> bool:
+        return self.mp4 is not None
+
+
+class PreviewIndex:
+    """clip_id -> preview files, read once from the catalog's previews index (re-read when it changes)."""
+
+    def __init__(self, catalog_dir: str | Path):
+        self.catalog_dir = Path(catalog_dir)
+        self.dir = self.catalog_dir / PREVIEWS_DIR
+        self._lock = threading.Lock()
+        self._mtime: float | None = None
+        self._rows: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self._extra: dict[str, tuple[str | None, str | None, str | None]] = {}
+
+    def _refresh(self) -> None:
+        path = self.dir / INDEX_FILE
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime == self._mtime and (self._rows or mtime is None):
+            return
+        rows: dict[str, tuple[str | None, str | None, str | None]] = {}
+        if mtime is not None:
+            try:
+                df = pd.read_parquet(path)
+            except Exception:  # an unreadable index is the same as none: every clip shows a placeholder
+                df = pd.DataFrame(columns=list(INDEX_COLUMNS))
+            cols = {c: (df[c] if c in df else pd.Series([None] * len(df))) for c in ("mp4", "poster", "error")}
+            for cid, mp4, poster, err in zip(
+                df["clip_id"].astype(str), cols["mp4"], cols["poster"], cols["error"], strict=True
+            ):
+                rows[cid] = (_str_or_none(mp4), _str_or_none(poster), _str_or_none(err))
+        self._rows, self._mtime = rows, mtime
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._refresh()
+            return len(self._rows)
+
+    def available(self) -> int:
+        """How many clips have a preview MP4 listed (without touching the files)."""
+        with self._lock:
+            self._refresh()
+            return sum(1 for mp4, _, _ in self._rows.values() if mp4)
+
+    def remember(self, clip_id: str, mp4: str | Path | None, poster: str | Path | None) -> None:
+        """Record a preview built on demand in this process (the on-disk index is the previews command's)."""
+        with self._lock:
+            self._extra[str(clip_id)] = (str(mp4) if mp4 else None, str(poster) if poster else None, None)
+
+    def lookup(self, clip_id: str) -> ClipMedia:
+        with self._lock:
+            self._refresh()
+            row = self._extra.get(clip_id) or self._rows.get(clip_id)
+        if row is None:
+            return ClipMedia(clip_id, None, None, "no preview yet: run `selavi previews CATALOG_DIR`")
+        mp4, poster, err = row
+        mp4_path, poster_path = self._resolve(mp4), self._resolve(poster)
+        if mp4_path is None and poster_path is None:
+            return ClipMedia(clip_id, None, None, f"preview failed: {err}" if err else "no preview was built")
+        problem = None
+        if mp4_path is not None and not mp4_path.is_file():
+            problem, mp4_path = f"preview file missing: {mp4_path.name}", None
+        elif mp4_path is None:
+            problem = f"no playable preview: {err}" if err else "no playable preview"
+        if poster_path is not None and not poster_path.is_file():
+            poster_path = None
+        return ClipMedia(clip_id, mp4_path, poster_path, problem)
+
+    def _resolve(self, p: str | None) -> Path | None:
+        if not p:
+            return None
+        path = Path(p)
+        if path.is_absolute():
+            return path
+        for base in (self.dir, self.catalog_dir):  # relative paths: to the previews folder, then the catalog
+            if (base / path).exists():
+                return base / path
+        return self.dir / path
+
+
+def _str_or_none(v: object) -> str | None:
+    if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+        return None
+    s = str(v)
+    return s or None

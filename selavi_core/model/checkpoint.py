@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from torch import nn
 
 from selavi_core.config import ModelSpec, Preset
 from selavi_core.errors import CheckpointError
+from selavi_core.io import atomic_write
 from selavi_core.model.networks import FULL_WIDTHS, SeLaViModel
 
 FORMAT = "selavi-studio/1"
@@ -84,7 +84,7 @@ def save_checkpoint(
     clusters: int,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write our checkpoint atomically (temp file + ``os.replace``): a crash never leaves a half-written file.
+    """Write our checkpoint atomically and durably (``io.atomic_write``): a crash never leaves a half-written file.
 
     ``model`` may be wrapped in DistributedDataParallel or ``torch.compile``: the plain model's keys are saved.
     ``extra`` carries training state (priors, RNG states, schedule position, self-labels, ...); numpy arrays in it
@@ -108,17 +108,8 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is shared like any output file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     return path
 
 

@@ -23,7 +23,8 @@ from selavi_core.errors import SelaviError
 from selavi_core.model.inference import extract_features, predictions
 from selavi_core.model.networks import bf16_supported, to_channels_last
 from selavi_core.runs.raw_features import raw_features
-from selavi_core.runs.run import RunMeta, file_hash, write_run
+from selavi_core.io import file_hash
+from selavi_core.runs.run import RunMeta, write_run
 
 
 def write_assignments(

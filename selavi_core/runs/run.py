@@ -22,7 +22,6 @@ and one copy of the data is shared by every reader in a process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from selavi_core.errors import RunError
+from selavi_core.io import replace_tree
 
 META_FILE = "run.json"
 CLIPS_FILE = "clips.parquet"
@@ -60,15 +60,6 @@ class RunMeta:
     created: float = field(default_factory=time.time)
     n_clips: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (hex, first 16 chars): identifies checkpoints and catalogs in provenance."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def write_run(
@@ -127,9 +118,7 @@ def write_run(
         pd.DataFrame({"clip_id": clip_ids.astype(str)}).to_parquet(tmp / CLIPS_FILE, index=False)
         (tmp / META_FILE).write_text(json.dumps(asdict(meta), indent=2))
         for sub in ("assignments", "features"):
-            if (run_dir / sub).exists():
-                shutil.rmtree(run_dir / sub)
-            os.replace(tmp / sub, run_dir / sub)
+            replace_tree(tmp / sub, run_dir / sub)
         for name in ("priors.npy", CLIPS_FILE, META_FILE):  # meta last: it marks the run complete
             os.replace(tmp / name, run_dir / name)
     finally:

@@ -9,15 +9,12 @@ once per process, not once per session or per click.
 from __future__ import annotations
 
 from selavi_core.studio.compare import Contingency
-from selavi_core.studio.media import ClipMedia, PreviewIndex
 from selavi_core.studio.runs import RunRef, runs_from_env
 from selavi_core.studio.runview import HeadChoice, StudioRun, cluster_flow, contingency, head_agreement, open_run
 
 __all__ = [
-    "ClipMedia",
     "Contingency",
     "HeadChoice",
-    "PreviewIndex",
     "RunRef",
     "StudioRun",
     "cluster_flow",

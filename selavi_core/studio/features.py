@@ -1,9 +1,9 @@
 """Clip features for the map and for "similar clips", read in chunks from the run's float16 arrays.
 
-``both`` is the audio-visual embedding the Studio uses by default: each modality's feature is
-L2-normalised and the two are concatenated and scaled by 1/sqrt(2), so the inner product of two
-clips is the mean of their video and audio cosine similarities (neither modality dominates because
-of its feature scale).
+``both`` is the audio-visual embedding the Studio uses by default (``selavi_core.features.av_embedding``):
+each modality's feature is L2-normalised and the two are concatenated and scaled by 1/sqrt(2), so the
+inner product of two clips is the mean of their video and audio cosine similarities (neither modality
+dominates because of its feature scale).
 """
 
 from __future__ import annotations
@@ -12,16 +12,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from selavi_core.features import av_embedding, l2_normalise
 from selavi_core.runs.run import Run
 
 FEATURE_KINDS = ("both", "video", "audio")
 CHUNK = 16_384
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
 
 
 def feature_dim(run: Run, kind: str = "both") -> int:
@@ -35,10 +30,8 @@ def embed(run: Run, rows: np.ndarray | slice, kind: str = "both") -> np.ndarray:
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}")
     if kind != "both":
-        return _normalise(run.features(kind)[rows])
-    v = _normalise(run.features("video")[rows])
-    a = _normalise(run.features("audio")[rows])
-    return np.concatenate([v, a], axis=1) * np.float32(1 / np.sqrt(2))
+        return l2_normalise(run.features(kind)[rows])
+    return av_embedding(run.features("video")[rows], run.features("audio")[rows])
 
 
 def embed_chunks(

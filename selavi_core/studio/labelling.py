@@ -22,10 +22,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from selavi_core.config import LABELS
 from selavi_core.labels import LabelStore, StaleEditError
 from selavi_core.labels.exports import FORMATS, export_bytes
-from selavi_core.labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, Event, describe
+from selavi_core.labels.semantics import (
+    SOURCE_CLUSTER,
+    SOURCE_NONE,
+    SOURCE_OVERRIDE,
+    Event,
+    annotator_name,
+    describe,
+)
 
 if TYPE_CHECKING:
     from selavi_core.studio.runview import StudioRun
@@ -55,11 +61,9 @@ def open_label_store(sr: StudioRun) -> LabelStore:
 
 
 def clean_annotator(text: object) -> str | None:
-    """The annotator name as the store will record it, or None when empty or too long to be a name."""
-    name = "" if text is None else " ".join(str(text).split())
-    if not name or len(name) > LABELS.max_name_length:
-        return None
-    return name
+    """The annotator name as the store will record it, or None when empty or too long to be a name
+    (the store's rule, ``semantics.annotator_name``: the page never accepts a name the store refuses)."""
+    return annotator_name(text)
 
 
 # ------------------------------------------------------------------------------ cluster names
@@ -214,27 +218,16 @@ def reset_clips(
 ) -> list[str]:
     """Give clips back to their cluster: clear their own labels and lift "not this" in ``head``.
 
-    Only edits that change something are written. When both are needed, the first event clears the
-    overrides of *all* the clips, so the store checks every clip against ``expected_version`` at once,
-    and the second (lifting rejections) is checked against that first event: an edit someone else
-    made to any of the clips is still detected, and our own first event is not mistaken for one.
-    Returns the summaries of the events written.
+    One store edit (``LabelStore.reset_clips``: one event, so one undo restores everything), written
+    only when some clip has something to reset; every clip is checked against ``expected_version``.
+    Returns the summaries of the events written ([] when there was nothing to do).
     """
     labels = store.effective_labels(head).set_index("clip_id").loc[list(clip_ids)]
-    own = [c for c, s in zip(labels.index, labels["label_source"], strict=True) if s == SOURCE_OVERRIDE]
-    rejected = [c for c, r in zip(labels.index, labels["rejected"], strict=True) if r]
-    done = []
-    version = expected_version
-    if own:
-        ev = store.clear_overrides(list(clip_ids) if rejected else own, annotator=annotator,
-                                   expected_version=version, source=STUDIO_SOURCE)  # fmt: skip
-        done.append(_summary(ev))
-        version = ev.id if version is not None else None
-    if rejected:
-        ev = store.reject_clips(head, rejected, annotator=annotator, rejected=False, expected_version=version,
-                                source=STUDIO_SOURCE)  # fmt: skip
-        done.append(_summary(ev))
-    return done
+    if not ((labels["label_source"] == SOURCE_OVERRIDE) | labels["rejected"]).any():
+        return []
+    ev = store.reset_clips(head, list(clip_ids), annotator=annotator, expected_version=expected_version,
+                           source=STUDIO_SOURCE)  # fmt: skip
+    return [_summary(ev)]
 
 
 # ------------------------------------------------------------------------------ map colours

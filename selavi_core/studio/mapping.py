@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from selavi_core.config import STUDIO, StudioSpec
+from selavi_core.io import atomic_write, atomic_write_text
 from selavi_core.studio.features import embed, embed_chunks, feature_dim
 
 if TYPE_CHECKING:
@@ -194,11 +195,10 @@ def _save(sr: StudioRun, res: MapResult, spec: StudioSpec, kind: str) -> None:
     try:
         d.mkdir(parents=True, exist_ok=True)
         for name, arr in (("rows", res.rows), ("umap", res.coords), ("knn", res.knn)):
-            tmp = d / f".{name}.tmp.npy"
-            np.save(tmp, arr)
-            os.replace(tmp, d / f"{name}.npy")
+            with atomic_write(d / f"{name}.npy", durable=False) as tmp:  # a cache: recomputed when lost
+                np.save(tmp, arr)
         meta = {"signature": _signature(sr, spec, kind), "sampled": res.sampled, "stratified_by": res.stratified_by}
-        (d / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: marks the cache complete
+        atomic_write_text(d / "meta.json", json.dumps(meta, indent=2), durable=False)  # last: marks it complete
     except OSError:
         pass  # a read-only run folder: the map lives in this process only
 

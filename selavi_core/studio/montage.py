@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selavi_core.config import STUDIO, StudioSpec
+from selavi_core.io import atomic_write
 
 if TYPE_CHECKING:
     from selavi_core.studio.runview import StudioRun
@@ -64,18 +64,12 @@ def render_montage(
         if audio and sounds:
             mixed = CompositeAudioClip([s.with_volume_scaled(1.0 / len(sounds)) for s in sounds])
             video = video.with_audio(mixed.with_duration(seconds))
-        fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=".montage-", dir=out.parent)
-        os.close(fd)
-        try:
+        with atomic_write(out, durable=False) as tmp:  # a cache: a lost montage is rendered again
             video.write_videofile(
-                tmp, fps=fps, codec="libx264", audio_codec="aac", preset="veryfast", audio=bool(audio and sounds),
+                str(tmp), fps=fps, codec="libx264", audio_codec="aac", preset="veryfast", audio=bool(audio and sounds),
                 temp_audiofile_path=str(out.parent), pixel_format="yuv420p", ffmpeg_params=["-movflags", "+faststart"],
                 logger=None, threads=2,
             )  # fmt: skip
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     finally:
         for s in sources:
             s.close()

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,9 @@ from selavi_core.studio.compare import (
     head_names,
     ordered_contingency,
 )
-from selavi_core.studio.media import ClipMedia, PreviewIndex
+
+if TYPE_CHECKING:
+    from selavi_core.media.preview import ClipMedia, PreviewIndex
 
 ORDERS = ("most", "least")  # most confident members first, or the least confident (borderline) first
 
@@ -114,6 +117,8 @@ class StudioRun:
 
     @cached_property
     def previews(self) -> PreviewIndex:
+        from selavi_core.media.preview import PreviewIndex  # PyAV: imported when media is first shown
+
         return PreviewIndex(self.run.meta.catalog_dir)
 
     def media(self, row: int) -> ClipMedia:

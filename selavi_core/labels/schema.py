@@ -1,0 +1,151 @@
+"""Where the label log lives: the two tables, and engines whose transactions are real.
+
+``label_runs`` holds one row per run whose labels a database holds (writers lock it: a portable row
+lock); ``label_events`` is the append-only log, one row per edit, never updated or deleted. Any
+SQLAlchemy URL works; on SQLite ``make_engine`` sets WAL, ``synchronous`` (``LABELS``), a busy
+timeout, foreign keys, and emits ``BEGIN IMMEDIATE`` for write transactions so a writer's check and
+append see the same log. ``create_tables`` is the migration step: it creates what is missing and
+is safe to run from several processes at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import StaticPool
+
+from selavi_core.config import LABELS
+from selavi_core.labels.semantics import Event
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LabelRunRow(Base):
+    """One row per run whose labels this database holds; writers lock it (portable row lock)."""
+
+    __tablename__ = "label_runs"
+    run_key: Mapped[str] = mapped_column(sa.String(400), primary_key=True)
+    created: Mapped[float] = mapped_column(sa.Double, nullable=False)
+    meta: Mapped[dict] = mapped_column(sa.JSON, nullable=False)  # run dir, hashes (informational)
+    writes: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    schema_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=SCHEMA_VERSION)
+
+
+class LabelEventRow(Base):
+    """The append-only log. ``target``/``old_value``/``new_value`` are JSON (see ``semantics``)."""
+
+    __tablename__ = "label_events"
+    __table_args__ = (sa.Index("ix_label_events_run_id", "run_key", "id"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    run_key: Mapped[str] = mapped_column(sa.String(400), sa.ForeignKey("label_runs.run_key"), nullable=False)
+    time: Mapped[float] = mapped_column(sa.Double, nullable=False)
+    annotator: Mapped[str] = mapped_column(sa.String(LABELS.max_name_length), nullable=False)
+    action: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    head: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    target: Mapped[dict] = mapped_column(sa.JSON, nullable=False)
+    old_value: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
+    new_value: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
+    source: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    ref_event: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+
+
+EVENTS = LabelEventRow.__table__
+RUNS = LabelRunRow.__table__
+
+
+def row_event(r: Any) -> Event:
+    """The ``Event`` of a fetched ``label_events`` row (or of anything with the same attributes)."""
+    return Event(
+        id=int(r.id), time=float(r.time), annotator=r.annotator, action=r.action,
+        head=None if r.head is None else int(r.head), target=r.target or {}, old=r.old_value, new=r.new_value,
+        source=r.source, ref=None if r.ref_event is None else int(r.ref_event),
+    )  # fmt: skip
+
+
+def store_url(where: str | os.PathLike) -> str:
+    """A SQLAlchemy URL from a URL or a file path (a path means a SQLite file there)."""
+    text = str(where)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for provenance and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine whose transactions are real: on SQLite, WAL + synchronous=FULL and BEGIN (IMMEDIATE).
+
+    pysqlite by default defers BEGIN until the first write and never locks for reads, which breaks
+    read-check-append; the standard fix is to switch its own transaction handling off and emit
+    BEGIN ourselves. Write transactions (``execution_options(selavi_write=True)``) take the write
+    lock at BEGIN, so the check and the append see the same log.
+    """
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return sa.create_engine(u, pool_pre_ping=True)
+    memory = u.database in (None, "", ":memory:")
+    if memory:
+        engine = sa.create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(u, connect_args={"timeout": LABELS.sqlite_busy_timeout_s, "check_same_thread": False})
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see above)
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={LABELS.sqlite_synchronous}")
+        cur.execute(f"PRAGMA busy_timeout={int(LABELS.sqlite_busy_timeout_s * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("selavi_write") else "BEGIN")
+
+    return engine
+
+
+def create_tables(engine: Engine, write: Any) -> None:
+    """Create the tables that are missing, inside ``write()`` (a write transaction) when possible.
+
+    Another process may create them at the same moment: on backends without transactional DDL
+    that raises IntegrityError, and creating again (now a no-op) is the answer.
+    """
+    try:
+        with write() as conn:
+            Base.metadata.create_all(conn)
+    except sa.exc.IntegrityError:
+        Base.metadata.create_all(engine)
+
+
+class _Values:
+    """Attribute access over a dict (turns the inserted values into an ``Event`` like a fetched row)."""
+
+    def __init__(self, **kw: Any):
+        self.__dict__.update(kw)
+
+
+def inserted_event(event_id: int, values: dict[str, Any]) -> Event:
+    """The ``Event`` the database now holds for an insert of ``values`` (after a JSON round trip, as
+    a fresh read would return it, so the store's cache equals the database)."""
+    return row_event(_Values(id=event_id, **json.loads(json.dumps(values))))
