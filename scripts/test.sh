@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: set-up, lint, tests (browser tests included).
+# The whole test suite on a fresh machine: set-up, lint, format and type checks, tests (browser tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export SELAVI_NO_PROGRESS=1 NUMBA_THREADING_LAYER=workqueue PYTHONUNBUFFERED=1
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy  # configured in pyproject.toml: selavi_core, every function annotated
 .venv/bin/python -m pytest -q -ra "$@"
