@@ -17,7 +17,6 @@ from selavi_core.cli import main
 from selavi_core.config import ModelSpec
 from selavi_core.errors import SelaviError
 from selavi_core.model.checkpoint import load_checkpoint
-from selavi_core.model.inference import to_device
 from selavi_core.runs.run import Run
 from selavi_core.training.trainer import Context, Trainer, schedule_points, train
 
@@ -194,7 +193,7 @@ def test_audio_lr_scale_slows_only_the_audio_side(tiny_catalog: Path, tmp_path: 
     video, audio = trainer.maker.batch(trainer.rows[rows], train=True, rng=np.random.default_rng(0))
     y = torch.from_numpy(np.random.default_rng(1).integers(0, 2, (len(rows), trainer.model.heads)))
     trainer.net.train()
-    loss, _ = trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y, rows)
+    loss, _ = trainer._loss(*trainer.precision.inputs(video, audio), y, rows)
     trainer.optimizer.zero_grad()
     loss.backward()
     trainer.optimizer.step()
@@ -293,7 +292,7 @@ def test_posteriors_from_training_labels_from_the_posteriors_of_the_training_ste
     video, audio = trainer.maker.batch(trainer.rows[rows], train=True, rng=np.random.default_rng(0))
     y = torch.from_numpy(trainer.state.labels[rows])
     trainer.net.train()
-    trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y, rows)
+    trainer._loss(*trainer.precision.inputs(video, audio), y, rows)
     assert not np.allclose(mem_v[:, rows], before[:, rows])
     np.testing.assert_array_equal(mem_v[:, len(rows) :], before[:, len(rows) :])
     np.testing.assert_allclose(np.exp(mem_v[:, rows]).sum(axis=2), 1.0, rtol=1e-5)
@@ -325,7 +324,7 @@ def test_the_kept_posteriors_are_a_running_mean_with_memory_momentum(tiny_catalo
     for t in trainers:
         t.net.train()
         torch.manual_seed(5)  # the same dropout masks in both
-        t._loss(*to_device(video, audio, torch.device("cpu"), t.channels_last), y, rows)
+        t._loss(*t.precision.inputs(video, audio), y, rows)
     for old, step, got in zip(before, plain.memory, mean.memory, strict=True):
         expected = np.log(0.75 * np.exp(old[:, rows]) + 0.25 * np.exp(step[:, rows]))
         np.testing.assert_allclose(got[:, rows], expected, rtol=1e-5, atol=1e-6)
