@@ -241,26 +241,19 @@ def test_two_processes_build_the_same_cache_at_once(tiny_catalog: Path, tmp_path
     assert len(leftovers) == 1 and "partial" not in leftovers[0]
 
 
-def test_an_audio_weight_outside_zero_to_one_is_refused(tiny_catalog: Path, tmp_path: Path):
-    with pytest.raises(SelaviError, match=r"audio_weight must lie in \[0, 1\], got 1.5"):
-        Trainer(
-            tiny_catalog,
-            tmp_path,
-            TINY.with_overrides(schedule={"audio_weight": 1.5}),
-            ctx=Context(torch.device("cpu")),
-            log=lambda *a: None,
-        )
-
-
-def test_an_audio_weight_final_outside_zero_to_one_is_refused(tiny_catalog: Path, tmp_path: Path):
-    with pytest.raises(SelaviError, match=r"audio_weight_final must lie in \[0, 1\], got -0.1"):
-        Trainer(
-            tiny_catalog,
-            tmp_path,
-            TINY.with_overrides(schedule={"audio_weight_final": -0.1}),
-            ctx=Context(torch.device("cpu")),
-            log=lambda *a: None,
-        )
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ({"audio_weight": 1.5}, r"schedule.audio_weight must lie in \[0, 1\], got 1.5"),
+        ({"audio_weight_final": -0.1}, r"schedule.audio_weight_final must lie in \[0, 1\], got -0.1"),
+        ({"posteriors_from": "memory"}, r"schedule.posteriors_from must be one of pass, training, got 'memory'"),
+        ({"memory_momentum": 1.0}, r"schedule.memory_momentum must lie in \[0, 1\), got 1.0"),
+    ],
+)
+def test_train_refuses_a_bad_preset_before_writing_anything(tiny_catalog: Path, tmp_path: Path, schedule, message):
+    with pytest.raises(SelaviError, match=message):
+        train(tiny_catalog, tmp_path / "run", TINY.with_overrides(schedule=schedule), device="cpu", log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_audio_weight_ramps_linearly_over_training_and_is_logged(tiny_catalog: Path, tmp_path: Path):
@@ -329,25 +322,6 @@ def test_the_kept_posteriors_are_a_running_mean_with_memory_momentum(tiny_catalo
         expected = np.log(0.75 * np.exp(old[:, rows]) + 0.25 * np.exp(step[:, rows]))
         np.testing.assert_allclose(got[:, rows], expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(got[:, len(rows) :], old[:, len(rows) :])
-    with pytest.raises(SelaviError, match=r"memory_momentum must lie in \[0, 1\), got 1.0"):
-        Trainer(
-            tiny_catalog,
-            tmp_path / "bad",
-            TINY.with_overrides(schedule={"memory_momentum": 1.0}),
-            ctx=Context(torch.device("cpu")),
-            log=lambda *a: None,
-        )
-
-
-def test_an_unknown_posteriors_source_is_refused(tiny_catalog, tmp_path):
-    with pytest.raises(SelaviError, match="posteriors_from"):
-        Trainer(
-            tiny_catalog,
-            tmp_path,
-            TINY.with_overrides(schedule={"posteriors_from": "memory"}),
-            ctx=Context(torch.device("cpu")),
-            log=lambda *a: None,
-        )
 
 
 @pytest.mark.parametrize("target", ["prior", "uniform"])

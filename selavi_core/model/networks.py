@@ -24,14 +24,13 @@ from torchvision.models.video import r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock as BasicBlock3d
 from torchvision.models.video.resnet import Conv2Plus1D
 
-from selavi_core.config import ModelSpec, Preset
+from selavi_core.config import FUSIONS, ModelSpec, Preset
 
 #: The paper's encoder widths; at these widths we use torchvision's models verbatim.
 FULL_WIDTHS = (64, 128, 256, 512)
 R2PLUS1D_18_LAYERS = (2, 2, 2, 2)  # BasicBlocks per stage of R(2+1)D-18
 #: Output width of the first (spatial) stem conv in torchvision's R(2+1)D stem, scaled with widths[0].
 R2PLUS1D_STEM_MID = 45
-FUSIONS = ("augment", "concat")
 
 
 def stem_mid_width(w0: int) -> int:

@@ -115,6 +115,7 @@ def assign(
 ) -> Path:
     dev = resolve_device(device)
     model, preset, priors, prior = load_model_for_assignment(checkpoint)
+    preset.validate()
     model = precision_for(dev, preset.cpu_bf16).prepare(model)
     catalog = load_catalog(catalog_dir)
     chash = catalog_hash(catalog_dir)

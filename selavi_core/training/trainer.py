@@ -59,13 +59,11 @@ from selavi_core.selflabel.sinkhorn import sinkhorn_knopp, sinkhorn_knopp_distri
 from selavi_core.training.batches import BatchMaker
 from selavi_core.training.clip_cache import build_cache
 from selavi_core.training.constraints import LabelConstraints, constrained_sinkhorn
-from selavi_core.training.contrast import CrossModalProjector, TrainingNet, check_contrast_spec, correspondence_loss
-from selavi_core.training.refine import check_refine_spec, refine_heads
+from selavi_core.training.contrast import CrossModalProjector, TrainingNet, correspondence_loss
+from selavi_core.training.refine import refine_heads
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
-POSTERIOR_SOURCES = ("pass", "training")
-ALIGN_MAX_ROWS = 20_000  # alignment cost is a sum over rows: a large sample pins the permutation down
 
 
 @dataclass
@@ -129,25 +127,13 @@ class Trainer:
         preset: Preset,
         *,
         ctx: Context,
-        prior: str | None = None,
         log=print,
         constraints: LabelConstraints | None = None,
     ):
         self.catalog_dir, self.out = Path(catalog_dir), Path(out_dir)
         self.preset, self.ctx, self.log = preset, ctx, log if ctx.main else (lambda *a, **k: None)
-        self.prior = parse_prior(prior or preset.schedule.prior)
-        for name in ("audio_weight", "audio_weight_final"):
-            w = getattr(preset.schedule, name)
-            if w is not None and not 0.0 <= w <= 1.0:
-                raise SelaviError(f"{name} must lie in [0, 1], got {w}")
-        check_refine_spec(preset.refine)
-        if not 0.0 <= preset.schedule.memory_momentum < 1.0:
-            raise SelaviError(f"memory_momentum must lie in [0, 1), got {preset.schedule.memory_momentum}")
+        self.prior = parse_prior(preset.schedule.prior, gauss_sd=preset.schedule.gauss_sd)
         self.total_iters: int | None = None  # set by fit(): the audio weight's ramp spans it
-        if preset.schedule.posteriors_from not in POSTERIOR_SOURCES:
-            raise SelaviError(
-                f"unknown posteriors_from {preset.schedule.posteriors_from!r}; choose one of {', '.join(POSTERIOR_SOURCES)}"
-            )
         catalog = load_catalog(self.catalog_dir)
         self.catalog_hash = catalog_hash(self.catalog_dir)
         if ctx.main:
@@ -186,7 +172,6 @@ class Trainer:
         self.rng = np.random.default_rng(preset.optim.seed + 1000 * ctx.rank)
         self.shared_rng = np.random.default_rng(preset.optim.seed)  # identical on every rank
         self.model = self.precision.prepare(build_model(preset, self.clusters))
-        check_contrast_spec(preset.contrast)
         self.projector = None
         if preset.contrast.weight > 0:
             self.projector = CrossModalProjector(preset.model.video_dim, preset.model.audio_dim, preset.contrast)
@@ -218,16 +203,12 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.preset.optim
-        if o.audio_lr_scale <= 0:
-            raise SelaviError(f"audio_lr_scale must be positive, got {o.audio_lr_scale}")
         groups = self._param_groups()
         for g in groups:
             g["lr"] = o.lr * g["scale"]
         if o.optimizer == "adam":
             return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
-        if o.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        raise SelaviError(f"unknown optimizer {o.optimizer!r} (sgd or adam)")
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
     def _set_lr(self, epoch: int) -> None:
         """Official recipe: linear warm-up per epoch from lr to lr x world size, then constant."""
@@ -285,8 +266,8 @@ class Trainer:
             apply_permutation_to_linear(self.model.audio_head_last_linear(h), perm)
 
     def _gather_sample(self, x: np.ndarray) -> np.ndarray:
-        """Rank 0 gets up to ALIGN_MAX_ROWS rows in total (others get their own rows back)."""
-        x = x[: ALIGN_MAX_ROWS // self.ctx.world]
+        """Rank 0 gets up to ``ScheduleSpec.align_max_rows`` rows in total (others get their own rows back)."""
+        x = x[: self.preset.schedule.align_max_rows // self.ctx.world]
         if not self.ctx.distributed:
             return x
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.ctx.device)
@@ -388,10 +369,9 @@ class Trainer:
                 solver = sinkhorn_knopp_distributed if self.ctx.distributed else sinkhorn_knopp
                 if self.fixed is not None:  # pinned rows keep their cluster; the rest share what they leave
                     fixed = self.fixed.shard(block)
-                    res = constrained_sinkhorn(log_p, marginal, fixed, solver=solver, lam=sk.lam, tol=sk.tol,
-                                               max_iter=sk.max_iter)  # fmt: skip
+                    res = constrained_sinkhorn(log_p, marginal, fixed, solver=solver, **sk.solver_kwargs())
                 else:
-                    res = solver(log_p, marginal, lam=sk.lam, tol=sk.tol, max_iter=sk.max_iter)
+                    res = solver(log_p, marginal, **sk.solver_kwargs())
                 labels[block, h] = res.labels
                 stats.append(int(res.n_iter))
                 if la is not None:  # does each modality predict the labels? (one dominating is a trap)
@@ -660,7 +640,6 @@ def train(
     preset: Preset,
     *,
     device: str = "auto",
-    prior: str | None = None,
     resume: bool = False,
     log=print,
     constraints: LabelConstraints | None = None,
@@ -669,7 +648,9 @@ def train(
 
     ``constraints`` (``LabelConstraints.from_run(RUN1)``) pins the clips people labelled in another run to one
     cluster per label name in every labelling; run.json's ``extra["labels_from"]`` records where they came from.
+    The preset is validated first (``Preset.validate``), before anything is written.
     """
+    preset.validate()
     ctx = setup_context(device)
     out = Path(out_dir)
     if ctx.main:
@@ -679,7 +660,7 @@ def train(
                 (out / stale).unlink(missing_ok=True)
     if ctx.distributed:
         dist.barrier()
-    trainer = Trainer(catalog_dir, out, preset, ctx=ctx, prior=prior, log=log, constraints=constraints)
+    trainer = Trainer(catalog_dir, out, preset, ctx=ctx, log=log, constraints=constraints)
     if resume:
         trainer.resume()
     if ctx.main:
@@ -700,7 +681,7 @@ def train(
             device=ctx.device,
             checkpoint=out / CHECKPOINT_NAME,
             priors=trainer.state.marginals,
-            prior=prior or preset.schedule.prior,
+            prior=preset.schedule.prior,
             source="train",
             extra={
                 "train_seconds": round(seconds, 1),
