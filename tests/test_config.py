@@ -140,11 +140,11 @@ def test_the_prior_enters_training_through_the_schedule_alone(tiny_catalog: Path
     flat = TINY.with_overrides(schedule={"prior": "gauss", "gauss_sd": 0.0})
     trainer = Trainer(tiny_catalog, tmp_path, flat, ctx=ctx, log=lambda *a: None)
     assert str(trainer.prior) == "gauss" and trainer.prior.sd == 0.0  # ScheduleSpec.gauss_sd is live
-    trainer._ensure_prior_bases()
+    trainer.labeller.ensure_prior_bases(trainer.state, trainer.shared_rng)
     assert np.array_equal(trainer.state.prior_bases, np.ones((3, 2)))  # sd 0: every head's draw is flat
     spread = TINY.with_overrides(schedule={"prior": "gauss", "gauss_sd": 0.5})
     trainer = Trainer(tiny_catalog, tmp_path, spread, ctx=ctx, log=lambda *a: None)
-    trainer._ensure_prior_bases()
+    trainer.labeller.ensure_prior_bases(trainer.state, trainer.shared_rng)
     assert trainer.prior.sd == 0.5 and np.ptp(trainer.state.prior_bases) > 0.1
     explicit = TINY.with_overrides(schedule={"prior": "gauss:0.25", "gauss_sd": 0.0})  # an sd in the prior wins
     assert Trainer(tiny_catalog, tmp_path, explicit, ctx=ctx, log=lambda *a: None).prior.sd == 0.25

@@ -277,7 +277,7 @@ def test_posteriors_from_training_labels_from_the_posteriors_of_the_training_ste
     preset = TINY.with_overrides(schedule={"posteriors_from": "training", "prior": "uniform", "memory_momentum": 0.0})
     trainer = Trainer(tiny_catalog, tmp_path, preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
     trainer.relabel()  # the first labelling runs the pass and fills the memory from it
-    mem_v, mem_a = trainer.memory
+    mem_v, mem_a = trainer.labeller.memory
     assert mem_v.shape == (trainer.model.heads, N_CLIPS, 2) and np.isfinite(mem_v).all() and np.isfinite(mem_a).all()
     # one training step overwrites exactly its batch's rows
     before = mem_v.copy()
@@ -309,8 +309,8 @@ def test_the_kept_posteriors_are_a_running_mean_with_memory_momentum(tiny_catalo
     plain, mean = trainers
     plain.relabel()
     mean.model.load_state_dict(plain.model.state_dict())
-    before = tuple(x.copy() for x in plain.memory)
-    mean.memory = tuple(x.copy() for x in before)
+    before = tuple(x.copy() for x in plain.labeller.memory)
+    mean.labeller.memory = tuple(x.copy() for x in before)
     rows = np.arange(TINY.optim.batch_size)
     video, audio = plain.maker.batch(plain.rows[rows], train=True, rng=np.random.default_rng(0))
     y = torch.from_numpy(plain.state.labels[rows])
@@ -318,7 +318,7 @@ def test_the_kept_posteriors_are_a_running_mean_with_memory_momentum(tiny_catalo
         t.net.train()
         torch.manual_seed(5)  # the same dropout masks in both
         t._loss(*t.precision.inputs(video, audio), y, rows)
-    for old, step, got in zip(before, plain.memory, mean.memory, strict=True):
+    for old, step, got in zip(before, plain.labeller.memory, mean.labeller.memory, strict=True):
         expected = np.log(0.75 * np.exp(old[:, rows]) + 0.25 * np.exp(step[:, rows]))
         np.testing.assert_allclose(got[:, rows], expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(got[:, len(rows) :], old[:, len(rows) :])
