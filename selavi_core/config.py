@@ -220,7 +220,8 @@ class SinkhornSpec:
 
     def solver_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the Sinkhorn solvers (``selavi_core.selflabel.sinkhorn``) for this spec."""
-        # TODO(i13): add check_every=self.check_every once the solvers take it (i13-selflabel adds the parameter).
+        # TODO(i13, merge with i13-selflabel 0a281fa, whose solvers take the keyword): add
+        # "check_every": self.check_every here; every training Sinkhorn call passes these kwargs.
         return {"lam": self.lam, "tol": self.tol, "max_iter": self.max_iter}
 
 
