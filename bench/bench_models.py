@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from selavi_core.config import get_preset
-from selavi_core.model.networks import SeLaViModel, build_model, channels_last_inputs, cpu_autocast, to_channels_last
+from selavi_core.model.device import channels_last_inputs, cpu_autocast, to_channels_last
+from selavi_core.model.networks import SeLaViModel, build_model
 
 
 def inference(model: SeLaViModel, fn: Callable[[], object], bf16: bool) -> Callable[[], None]:

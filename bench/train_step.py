@@ -27,8 +27,9 @@ def main() -> int:
     torch.set_flush_denormal(True)
 
     from selavi_core.config import get_preset
+    from selavi_core.model.device import channels_last_inputs, to_channels_last
     from selavi_core.model.logmel import frame_count
-    from selavi_core.model.networks import build_model, channels_last_inputs, self_label_loss, to_channels_last
+    from selavi_core.model.networks import build_model, self_label_loss
     from selavi_core.training.contrast import CrossModalProjector, TrainingNet, correspondence_loss
 
     preset = get_preset("cpu-small")

@@ -4,14 +4,56 @@ The ``paper`` preset is SeLaVi exactly as specified (../shared/docs/selavi-metho
 112 px over 1 s, a 257-band log-mel of 1 s at 24 kHz, R(2+1)D-18 and ResNet-9 at full width, SGD with
 the official recipe. ``cpu-small`` runs the same code path with smaller inputs and narrower encoders
 so that a few thousand clips train on two CPU cores in minutes. Code elsewhere takes a ``Preset``
-(or one of its parts) rather than reading loose constants.
+(or one of its parts) rather than reading loose constants, and ``Preset.validate`` refuses values that
+cannot run, naming the field, before training or assignment starts. Why the presets hold the numbers they
+do (the measurements behind them) is in docs/experiments.md.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from selavi_core.errors import SelaviError
+
+
+class ConfigError(SelaviError):
+    """A setting that cannot run; the message names the field (``schedule.audio_weight``) and the value."""
+
+
+def _require(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must {rule}, got {value!r}")
+
+
+def _positive(name: str, value: Any) -> None:
+    _require(isinstance(value, int | float) and math.isfinite(value) and value > 0, name, "be positive", value)
+
+
+def _at_least(name: str, value: Any, low: float) -> None:
+    ok = isinstance(value, int | float) and math.isfinite(value) and value >= low
+    _require(ok, name, f"be >= {low:g}", value)
+
+
+def _within(name: str, value: Any, low: float, high: float, *, open_high: bool = False) -> None:
+    ok = isinstance(value, int | float) and math.isfinite(value) and low <= value and (value < high if open_high else value <= high)
+    _require(ok, name, f"lie in [{low:g}, {high:g}{')' if open_high else ']'}", value)
+
+
+def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    _require(value in choices, name, f"be one of {', '.join(choices)}", value)
+
+
+#: ``ModelSpec.fusion``: modality as augmentation (SeLaVi) or one set of heads on concatenated features.
+FUSIONS = ("augment", "concat")
+#: ``OptimSpec.optimizer``.
+OPTIMIZERS = ("sgd", "adam")
+#: ``ScheduleSpec.posteriors_from``: an extra augmented pass per labelling, or the training steps' posteriors.
+POSTERIOR_SOURCES = ("pass", "training")
+#: ``RefineSpec.target``: the training prior's sizes or equal sizes.
+REFINE_TARGETS = ("prior", "uniform")
 
 #: Pixel normalisation of SeLaVi's video transforms (all channels share it).
 VIDEO_MEAN = 0.45
@@ -61,6 +103,16 @@ class AudioSpec:
     time_roll: bool = False
     exact: bool = True  # float64 log-mel, identical to python_speech_features (official checkpoints need it)
 
+    def validate(self, name: str = "audio") -> None:
+        for f in ("sample_rate", "seconds", "n_mels", "n_fft", "win_s", "hop_s"):
+            _positive(f"{name}.{f}", getattr(self, f))
+        _within(f"{name}.preemph", self.preemph, 0.0, 1.0)
+        _at_least(f"{name}.low_hz", self.low_hz, 0.0)
+        if self.high_hz is not None:
+            _within(f"{name}.high_hz", self.high_hz, self.low_hz, self.sample_rate / 2)
+        for f in ("volume_jitter", "max_time_stretch", "max_freq_warp"):
+            _within(f"{name}.{f}", getattr(self, f), 0.0, 1.0, open_high=True)
+
     @property
     def win_length(self) -> int:
         return int(round(self.win_s * self.sample_rate))
@@ -101,6 +153,14 @@ class VideoSpec:
     max_rotate_deg: float = 0.0
     max_shear: float = 0.0
 
+    def validate(self, name: str = "video") -> None:
+        for f in ("num_frames", "seconds", "crop", "std"):
+            _positive(f"{name}.{f}", getattr(self, f))
+        lo, hi = self.train_short_side
+        _require(1 <= lo <= hi, f"{name}.train_short_side", "be a range (low, high) with 1 <= low <= high", (lo, hi))
+        _at_least(f"{name}.max_rotate_deg", self.max_rotate_deg, 0.0)
+        _at_least(f"{name}.max_shear", self.max_shear, 0.0)
+
 
 @dataclass(frozen=True)
 class CacheSpec:
@@ -109,6 +169,10 @@ class CacheSpec:
     fps: float = 30.0
     short_side: int = 128
     max_seconds: float = 10.0
+
+    def validate(self, name: str = "cache") -> None:
+        for f in ("fps", "short_side", "max_seconds"):
+            _positive(f"{name}.{f}", getattr(self, f))
 
 
 @dataclass(frozen=True)
@@ -119,7 +183,18 @@ class ModelSpec:
     heads: int = 10
     clusters: int | None = None  # None: the number of ground-truth classes, else 100
     dropout: float = 0.3
-    fusion: str = "augment"  # "augment" (SeLaVi) or "concat"
+    fusion: str = "augment"  # one of FUSIONS
+
+    def validate(self, name: str = "model") -> None:
+        for f in ("video_widths", "audio_widths", "video_layers"):
+            value = getattr(self, f)
+            ok = len(value) == 4 and all(isinstance(v, int) and v >= 1 for v in value)
+            _require(ok, f"{name}.{f}", "be four positive integers", value)
+        _at_least(f"{name}.heads", self.heads, 1)
+        if self.clusters is not None:
+            _at_least(f"{name}.clusters", self.clusters, 1)
+        _within(f"{name}.dropout", self.dropout, 0.0, 1.0, open_high=True)
+        _one_of(f"{name}.fusion", self.fusion, FUSIONS)
 
     @property
     def video_dim(self) -> int:
@@ -135,7 +210,17 @@ class SinkhornSpec:
     lam: float = 20.0
     tol: float = 0.1
     max_iter: int = 2000
-    check_every: int = 10
+    check_every: int = 10  # iterations between stopping-error checks (SeLaVi: 10)
+
+    def validate(self, name: str = "sinkhorn") -> None:
+        _positive(f"{name}.lam", self.lam)
+        _at_least(f"{name}.tol", self.tol, 0.0)
+        _at_least(f"{name}.max_iter", self.max_iter, 1)
+        _at_least(f"{name}.check_every", self.check_every, 1)
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the Sinkhorn solvers (``selavi_core.selflabel.sinkhorn``) for this spec."""
+        return {"lam": self.lam, "tol": self.tol, "max_iter": self.max_iter, "check_every": self.check_every}
 
 
 @dataclass(frozen=True)
@@ -145,62 +230,72 @@ class ScheduleSpec:
     n_opts: int = 100  # t_j = T (j / (n_opts - 1)) ** power
     power: float = 1.5
     groups: int = 2  # decorrelated heads: one augmented pass per group
-    prior: str = "gauss"  # uniform | gauss | gauss-reciprocal | zipf:S | PATH
-    gauss_sd: float = 0.1
+    # The cluster-size prior, the only way a prior enters training (``selavi train --prior`` sets it):
+    # uniform | gauss | gauss:SD | gauss-reciprocal | zipf:S | PATH (K numbers)
+    prior: str = "gauss"
+    gauss_sd: float = 0.1  # the Gaussian prior's sd when ``prior`` gives none ("gauss")
     bn_warmup_batches: int = 20
+    # The first labelling aligns each audio head to its video head on up to this many clips (a sum over rows:
+    # a large sample pins the permutation down)
+    align_max_rows: int = 20_000
     # Temper p_v and p_a to the same mean confidence before their product goes to Sinkhorn (off in
     # the paper): otherwise the sharper modality decides the labels alone (see inference.equalise_confidence).
     equalise_confidence: bool = False
     # Share of the audio in the labels: Sinkhorn sees (1 - w) log p_v + w log p_a (0.5 = SeLaVi's p_v p_a).
-    # Below 0.5 a factor that only the sound carries (who speaks) enters the labels less, while the
-    # audio still learns from every label. Clusters are always read from p_v p_a.
+    # Below 0.5 a factor only the sound carries (who speaks) enters the labels less. Clusters are read from p_v p_a.
     audio_weight: float = 0.5
-    # If set, the audio's share moves linearly from audio_weight at the first labelling to this at the end
-    # of training: a low share while the audio could still cluster by its own factors, more once it has
-    # learned what the pictures show too.
+    # If set, the audio's share moves linearly from audio_weight at the first labelling to this at the end.
     audio_weight_final: float | None = None
-    # Where a labelling reads the posteriors. "pass" is SeLaVi's: an extra augmented pass over the whole
-    # set in eval mode, one per group of heads. "training" reuses the posteriors each clip got at its
-    # last training step (augmented, train mode, up to one epoch old), so a labelling costs only the
-    # Sinkhorn step: the passes were ~40% of an epoch on CPU. It gives up the per-group pass (heads
-    # still differ in prior draw and init) and needs one process: under torchrun, and for the first
-    # labelling of a run or after --resume, the pass is used. It keeps H x N x K float32 per modality
-    # in memory (0.25 GB per modality at N=200,000, H=10, K=30; 10x that at K=309).
+    # Where a labelling reads the posteriors (one of POSTERIOR_SOURCES). "pass" is SeLaVi's extra augmented
+    # eval-mode pass per group of heads; "training" reuses each clip's posteriors from its last training step,
+    # so a labelling costs only Sinkhorn. "training" needs one process (torchrun, a run's first labelling and
+    # --resume use the pass) and keeps H x N x K float32 per modality in memory.
     posteriors_from: str = "pass"
     # With posteriors_from="training": the kept posteriors are a running mean, new = m old + (1 - m) step.
     memory_momentum: float = 0.0
-    align: bool = True
-    align_proposals: int = 50_000
-    align_patience: int = 1_000
-    align_restarts: int = 2
+    align: bool = True  # align each audio head's clusters to its video head's at the first labelling (exact LSA)
+
+    def validate(self, name: str = "schedule") -> None:
+        _at_least(f"{name}.n_opts", self.n_opts, 1)
+        _positive(f"{name}.power", self.power)
+        _at_least(f"{name}.groups", self.groups, 1)
+        _require(isinstance(self.prior, str) and self.prior.strip() != "", f"{name}.prior", "name a prior", self.prior)
+        _at_least(f"{name}.gauss_sd", self.gauss_sd, 0.0)
+        _at_least(f"{name}.bn_warmup_batches", self.bn_warmup_batches, 0)
+        _at_least(f"{name}.align_max_rows", self.align_max_rows, 1)
+        _within(f"{name}.audio_weight", self.audio_weight, 0.0, 1.0)
+        if self.audio_weight_final is not None:
+            _within(f"{name}.audio_weight_final", self.audio_weight_final, 0.0, 1.0)
+        _one_of(f"{name}.posteriors_from", self.posteriors_from, POSTERIOR_SOURCES)
+        _within(f"{name}.memory_momentum", self.memory_momentum, 0.0, 1.0, open_high=True)
 
 
 @dataclass(frozen=True)
 class RefineSpec:
     """Self-labelling of the heads alone on frozen features, after the last epoch (not in the paper).
 
-    A short CPU schedule ends while the heads still trail the encoders: on AV digits k-means on the
-    learned features beat the heads' joint clusters (0.77 vs 0.75 NMI). On the frozen, un-augmented
-    features of every clip, rounds of Sinkhorn labels from the heads' own posteriors and a few epochs
-    of the heads on them take seconds and let the heads catch up (0.75 -> 0.90 on the same run).
+    A short CPU schedule ends while the heads still trail the encoders; on the frozen, un-augmented features
+    of every clip, rounds of Sinkhorn labels from the heads' own posteriors and a few epochs of the heads on
+    them take seconds and let the heads catch up (docs/experiments.md).
     """
 
     rounds: int = 0  # 0 = off, SeLaVi as published
     epochs: int = 2  # passes of the heads over the features per round
-    # The audio's share in these labels. On frozen features the audio heads' own factor (the speaker)
-    # would pull the labels its way; below 0.5 the picture decides more (0.2-0.3 best on AV digits).
+    # The audio's share in these labels: below 0.5 the picture decides more than the audio's own factor (speaker)
     audio_weight: float = 0.3
     batch_size: int = 256
     lr: float = 1e-3  # Adam
-    # The cluster sizes these labels are held to: "prior" (the training prior, rank-matched as in training) or
-    # "uniform" (equal sizes, SeLa's equipartition). On frozen features the Gaussian prior's +-10% spread forces
-    # clips of equal-sized classes into the wrong clusters: 24 rounds on the same frozen features gave best head
-    # 0.979 (prior) vs 0.994 (uniform) on balanced AV digits, 0.974 vs 0.997 on the fallback set, and the same
-    # (0.66-0.69) on three zipf runs, where neither target knows the imbalance (docs/experiments.md).
+    # The cluster sizes these labels are held to (one of REFINE_TARGETS): the training prior (rank-matched as in
+    # training) or equal sizes (SeLa's equipartition), which suits balanced sets on frozen features.
     target: str = "prior"
 
-
-REFINE_TARGETS = ("prior", "uniform")
+    def validate(self, name: str = "refine") -> None:
+        _at_least(f"{name}.rounds", self.rounds, 0)
+        _at_least(f"{name}.epochs", self.epochs, 1)
+        _at_least(f"{name}.batch_size", self.batch_size, 1)
+        _within(f"{name}.audio_weight", self.audio_weight, 0.0, 1.0)
+        _positive(f"{name}.lr", self.lr)
+        _one_of(f"{name}.target", self.target, REFINE_TARGETS)
 
 
 @dataclass(frozen=True)
@@ -215,27 +310,42 @@ class ContrastSpec:
     dim: int = 64  # shared projection space
     temperature: float = 0.1
 
+    def validate(self, name: str = "contrast") -> None:
+        _at_least(f"{name}.weight", self.weight, 0.0)
+        if self.weight > 0:
+            _at_least(f"{name}.dim", self.dim, 1)
+            _positive(f"{name}.temperature", self.temperature)
+
 
 @dataclass(frozen=True)
 class OptimSpec:
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: str = "sgd"  # one of OPTIMIZERS
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-5
     warmup_epochs: int = 10  # linear warm-up from lr to lr * world_size
     batch_size: int = 16
     epochs: int = 200
-    # If set, small data sets train for more epochs: epochs = max(epochs, round(train_samples / clips)). A recipe
-    # tuned on 3,000 clips needs its number of steps, not its number of passes: 879 clips for 54 epochs are
-    # 700 steps, and the labels had not even started to follow the digit (zipf AV digits: best head 0.52-0.61 at
-    # 54 epochs, 0.68-0.69 at 90).
+    # If set, small data sets train for more epochs: epochs = max(epochs, round(train_samples / clips)): a recipe
+    # tuned on 3,000 clips needs its number of steps, not its number of passes.
     train_samples: int | None = None
-    # Learning-rate factor of the audio encoder and heads. SeLaVi's labels follow whichever modality becomes
-    # confident first: when one memorises its own clusters before the other learns anything, the product
-    # p_v p_a is that modality's alone and the shared (cross-modal) structure never forms. 1 = the paper.
+    # Learning-rate factor of the audio encoder and heads, so that neither modality becomes confident in its own
+    # clusters before the other learns anything. 1 = the paper.
     audio_lr_scale: float = 1.0
     seed: int = 31
-    workers: int = 0
+
+    def validate(self, name: str = "optim") -> None:
+        _one_of(f"{name}.optimizer", self.optimizer, OPTIMIZERS)
+        _positive(f"{name}.lr", self.lr)
+        _within(f"{name}.momentum", self.momentum, 0.0, 1.0, open_high=True)
+        _at_least(f"{name}.weight_decay", self.weight_decay, 0.0)
+        _at_least(f"{name}.warmup_epochs", self.warmup_epochs, 0)
+        _at_least(f"{name}.batch_size", self.batch_size, 1)
+        _at_least(f"{name}.epochs", self.epochs, 1)
+        if self.train_samples is not None:
+            _at_least(f"{name}.train_samples", self.train_samples, 1)
+        _positive(f"{name}.audio_lr_scale", self.audio_lr_scale)
+        _require(isinstance(self.seed, int) and self.seed >= 0, f"{name}.seed", "be a non-negative integer", self.seed)
 
 
 @dataclass(frozen=True)
@@ -252,6 +362,15 @@ class Preset:
     contrast: ContrastSpec = field(default_factory=ContrastSpec)
     cpu_bf16: bool = True  # bf16 autocast + channels_last_3d on CPUs that have AVX512-BF16
     eval_batch_size: int = 64
+
+    def validate(self) -> Preset:
+        """Refuse settings that cannot run (``ConfigError`` naming the field); the preset itself when all is well.
+
+        Training and assignment call it once, before they start."""
+        for part in ("video", "audio", "cache", "model", "sinkhorn", "schedule", "optim", "refine", "contrast"):
+            getattr(self, part).validate(part)
+        _at_least("eval_batch_size", self.eval_batch_size, 1)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,10 +407,18 @@ class Preset:
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key in parts:
-                kwargs[key] = parts[key](**{k: tup(v) for k, v in value.items()})
+                retired = RETIRED_FIELDS.get(key, ())
+                kwargs[key] = parts[key](**{k: tup(v) for k, v in value.items() if k not in retired})
             else:
                 kwargs[key] = value
         return Preset(**kwargs)
+
+
+#: Fields that presets saved by earlier versions may hold and that no longer exist (dropped when read back).
+RETIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "optim": ("workers",),
+    "schedule": ("align_proposals", "align_patience", "align_restarts"),  # the swap search, now an exact LSA
+}
 
 
 def planned_epochs(optim: OptimSpec, clips: int) -> int:
@@ -307,19 +434,15 @@ EPOCHS_CPU_SMALL = 54  # with the heads refined after it, under 20 min on 2 core
 
 CPU_SMALL = Preset(
     name="cpu-small",
-    # Two frames over the whole 2 s clip at 40 px and the log-mel of the whole clip: AV digits places a
-    # 0.3-0.8 s word anywhere in 2 s, so a 1 s audio window is silent about half the time.
-    # On 3,000 clips both networks memorise their own clusters within a few epochs; strong colour,
-    # geometric and spectrogram jitter keep a clip's exact look and sound from being a fingerprint.
+    # The whole 2 s clip in both modalities (a word can sit anywhere in it); strong colour, geometric and
+    # spectrogram jitter keep a clip's exact look and sound from being a fingerprint to memorise.
     video=VideoSpec(
         num_frames=2,
         seconds=2.0,
         crop=40,
         train_short_side=(42, 52),
         colour_augment=True,
-        # grey, per-clip contrast, sparse part positive: random-init features carry the digit at once
-        # (k-means NMI 0.03-0.05 instead of 0.008), and the first labellings follow it
-        standardise=True,
+        standardise=True,  # random-init features then carry the shape at once, and the first labellings follow it
         max_rotate_deg=15.0,
         max_shear=0.15,
     ),
@@ -331,19 +454,14 @@ CPU_SMALL = Preset(
         spec_augment=True,
         max_time_stretch=0.15,
         max_freq_warp=0.08,
-        time_roll=True,  # without it the word's onset became the audio's clusters (NMI 0.38-0.43)
+        time_roll=True,  # without it the word's onset becomes the audio's clusters
         exact=False,
     ),
     cache=CacheSpec(fps=8.0, short_side=48, max_seconds=10.0),
-    # R(2+1)D with one block per stage (like the audio ResNet-9): per second of CPU it learns faster
-    # than the 18-layer trunk at a quarter of the width; ResNet-9 at a quarter of the width.
+    # R(2+1)D with one block per stage (per second of CPU it learns faster than the 18-layer trunk), ResNet-9
     model=ModelSpec(video_widths=(24, 48, 96, 192), video_layers=(1, 1, 1, 1), audio_widths=(16, 32, 64, 128)),
-    # Relabel once an epoch from the posteriors of the training steps (the two labelling passes were
-    # ~40% of an epoch: this buys 1.6x the epochs in the same time). audio_weight 0.2 keeps the speaker
-    # out of the labels (joint labels' speaker NMI 0.27 at 0.5, 0.08-0.11 at 0.2), so the audio can
-    # learn at the full rate; it then learns the digit, and its agreement with the labels drives the climb.
-    # By the end the audio clusters the digit better than the video (k-means on its features 0.80 vs
-    # 0.58 at a constant 0.2), so its share rises to 0.8 and the video learns from it.
+    # Relabel once an epoch from the training steps' posteriors (more epochs in the same time); the audio's share
+    # starts low to keep the speaker out of the labels and rises once the audio has learned the shared factor.
     schedule=ScheduleSpec(
         n_opts=EPOCHS_CPU_SMALL + 1,
         power=1.0,
@@ -352,9 +470,7 @@ CPU_SMALL = Preset(
         audio_weight=0.2,
         audio_weight_final=0.8,
         posteriors_from="training",
-        # a running mean of the kept posteriors: consecutive labellings agreed at NMI ~0.45-0.6 with the
-        # last step's alone, ~0.7-0.76 with it, and the labels climbed faster (seed 1: best head 0.60 -> 0.79)
-        memory_momentum=0.5,
+        memory_momentum=0.5,  # steadier labels from one labelling to the next, and a faster climb
     ),
     optim=OptimSpec(
         optimizer="adam",
@@ -367,9 +483,7 @@ CPU_SMALL = Preset(
         audio_lr_scale=1.0,
     ),
     refine=RefineSpec(rounds=24, target="uniform"),
-    # picture-to-sound matching beside the labels: on AV digits (3,000 clips, 54 epochs, fp32 on a GPU) the best
-    # head went from 0.77 / 0.73 (seeds 1, 3) to 0.97-0.98 on four seeds, head 0 0.94-0.97 (docs/experiments.md)
-    contrast=ContrastSpec(weight=1.0),
+    contrast=ContrastSpec(weight=1.0),  # picture-to-sound matching: labels follow the shared factor from the start
     cpu_bf16=False,  # at these widths channels-last fp32 is as fast, and bf16 gradients overflowed
     eval_batch_size=128,
 )
@@ -415,6 +529,11 @@ class StudioSpec:
     montage_grid: tuple[int, int] = (3, 3)  # columns, rows of member clips playing at once
     montage_seconds: float = 4.0
     montage_cell: tuple[int, int] = (192, 144)  # width, height of one cell in pixels
+    montage_fps: int = 15
+    montage_x264_preset: str = "veryfast"  # libx264 speed preset of the montage encode
+    montage_threads: int = 2  # encoder threads
+    montage_fill_grey: int = 20  # grey level (0-255) of empty cells when a cluster has fewer playable members
+    montage_candidates_per_cell: int = 4  # most confident members looked at per cell for a playable preview
 
 
 STUDIO = StudioSpec()
@@ -448,8 +567,7 @@ class DiagnosticsSpec:
 
     window: int = 5
     min_points: int = 3
-    # Consecutive labellings of working cpu-small runs end at NMI 0.6-0.76 (0.45-0.6 without the posterior
-    # memory, slower but working); below 0.5 the networks keep chasing new labels.
+    # Consecutive labellings that agree less than this (NMI) mean the networks keep chasing new labels.
     min_stability_nmi: float = 0.5
     # A modality "predicts the labels" when its argmax matches them for more than
     # min(agree_chance_multiple / K, 1/K + agree_min_margin * (1 - 1/K)) of the clips (0.19 at K=10, where the
@@ -463,10 +581,7 @@ class DiagnosticsSpec:
     # (or K far too large for the data set).
     min_used_fraction: float = 0.5
     # The loss of the last epochs must end at least this fraction below both the first epoch's and log K (the
-    # cross-entropy of a uniform guess; the correspondence loss is left out). Real cpu-small runs on 1,000
-    # AV-digits clips: three working ones ended 29-39% below log K; one on silent audio (labels' NMI with the
-    # digits 0.06) 3% below, one at 50x the learning rate (NMI 0.02) 1% above, while their labels looked settled
-    # (NMI 0.54-0.69 between labellings) and both modalities above chance.
+    # cross-entropy of a uniform guess; the correspondence loss is left out): failed runs end near log K.
     min_loss_drop: float = 0.1
 
 

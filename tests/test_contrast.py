@@ -15,7 +15,7 @@ from selavi_core.config import ContrastSpec, OptimSpec, planned_epochs
 from selavi_core.errors import SelaviError
 from selavi_core.model.checkpoint import load_checkpoint
 from selavi_core.model.networks import build_model
-from selavi_core.training.contrast import CrossModalProjector, TrainingNet, check_contrast_spec, correspondence_loss
+from selavi_core.training.contrast import CrossModalProjector, TrainingNet, correspondence_loss
 from selavi_core.training.trainer import Context, Trainer, train
 
 
@@ -69,11 +69,11 @@ def test_a_few_steps_learn_which_sound_belongs_to_which_picture():
 
 
 def test_bad_contrast_settings_are_refused_with_the_field_named():
-    check_contrast_spec(ContrastSpec())  # off is fine
-    with pytest.raises(SelaviError, match="weight"):
-        check_contrast_spec(ContrastSpec(weight=-1.0))
-    with pytest.raises(SelaviError, match="temperature"):
-        check_contrast_spec(ContrastSpec(weight=1.0, temperature=0.0))
+    ContrastSpec().validate()  # off is fine
+    with pytest.raises(SelaviError, match="contrast.weight"):
+        ContrastSpec(weight=-1.0).validate()
+    with pytest.raises(SelaviError, match="contrast.temperature"):
+        ContrastSpec(weight=1.0, temperature=0.0).validate()
 
 
 def test_training_net_returns_projections_only_with_a_projector():

@@ -12,6 +12,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.video import VideoResNet, r2plus1d_18
 
 from selavi_core.config import CPU_SMALL, PAPER, ModelSpec
+from selavi_core.model.device import bf16_supported, channels_last_inputs, cpu_autocast, to_channels_last
 from selavi_core.model.networks import (
     AudioEncoder,
     Head,
@@ -19,13 +20,9 @@ from selavi_core.model.networks import (
     NarrowResNet9,
     SeLaViModel,
     VideoEncoder,
-    bf16_supported,
     build_model,
-    channels_last_inputs,
-    cpu_autocast,
     posteriors,
     stem_mid_width,
-    to_channels_last,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -279,3 +276,30 @@ def test_build_model_follows_the_preset():
     assert PAPER.model.video_widths == FULL  # the paper preset builds torchvision's trunks
     with pytest.raises(ValueError):
         SeLaViModel(small_spec(), clusters=0)
+
+
+def test_one_precision_policy_decides_autocast_and_layout():
+    from selavi_core.errors import SelaviError
+    from selavi_core.model.device import precision_for, resolve_device
+
+    cpu = torch.device("cpu")
+    asked = precision_for(cpu, True)
+    assert asked.cpu_bf16 == asked.bf16 == bf16_supported()  # honoured only where the CPU has native bf16
+    plain = precision_for(cpu, False)
+    assert not plain.bf16 and plain.channels_last
+    with plain.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    if asked.bf16:
+        with asked.autocast():
+            assert torch.is_autocast_enabled("cpu")
+    model = plain.prepare(SeLaViModel(small_spec(), clusters=5))
+    conv = next(m for m in model.video_network.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    video, audio = plain.inputs(*tiny_inputs(b=2, t=4, hw=24))
+    assert video.is_contiguous(memory_format=torch.channels_last_3d)
+    assert audio.is_contiguous(memory_format=torch.channels_last)
+    assert resolve_device("cpu") == cpu
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == cpu
+        with pytest.raises(SelaviError, match="no CUDA device"):
+            resolve_device("cuda")

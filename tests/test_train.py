@@ -17,7 +17,6 @@ from selavi_core.cli import main
 from selavi_core.config import ModelSpec
 from selavi_core.errors import SelaviError
 from selavi_core.model.checkpoint import load_checkpoint
-from selavi_core.model.inference import to_device
 from selavi_core.runs.run import Run
 from selavi_core.training.trainer import Context, Trainer, schedule_points, train
 
@@ -194,7 +193,7 @@ def test_audio_lr_scale_slows_only_the_audio_side(tiny_catalog: Path, tmp_path: 
     video, audio = trainer.maker.batch(trainer.rows[rows], train=True, rng=np.random.default_rng(0))
     y = torch.from_numpy(np.random.default_rng(1).integers(0, 2, (len(rows), trainer.model.heads)))
     trainer.net.train()
-    loss, _ = trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y, rows)
+    loss, _ = trainer._loss(*trainer.precision.inputs(video, audio), y, rows)
     trainer.optimizer.zero_grad()
     loss.backward()
     trainer.optimizer.step()
@@ -242,26 +241,19 @@ def test_two_processes_build_the_same_cache_at_once(tiny_catalog: Path, tmp_path
     assert len(leftovers) == 1 and "partial" not in leftovers[0]
 
 
-def test_an_audio_weight_outside_zero_to_one_is_refused(tiny_catalog: Path, tmp_path: Path):
-    with pytest.raises(SelaviError, match=r"audio_weight must lie in \[0, 1\], got 1.5"):
-        Trainer(
-            tiny_catalog,
-            tmp_path,
-            TINY.with_overrides(schedule={"audio_weight": 1.5}),
-            ctx=Context(torch.device("cpu")),
-            log=lambda *a: None,
-        )
-
-
-def test_an_audio_weight_final_outside_zero_to_one_is_refused(tiny_catalog: Path, tmp_path: Path):
-    with pytest.raises(SelaviError, match=r"audio_weight_final must lie in \[0, 1\], got -0.1"):
-        Trainer(
-            tiny_catalog,
-            tmp_path,
-            TINY.with_overrides(schedule={"audio_weight_final": -0.1}),
-            ctx=Context(torch.device("cpu")),
-            log=lambda *a: None,
-        )
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ({"audio_weight": 1.5}, r"schedule.audio_weight must lie in \[0, 1\], got 1.5"),
+        ({"audio_weight_final": -0.1}, r"schedule.audio_weight_final must lie in \[0, 1\], got -0.1"),
+        ({"posteriors_from": "memory"}, r"schedule.posteriors_from must be one of pass, training, got 'memory'"),
+        ({"memory_momentum": 1.0}, r"schedule.memory_momentum must lie in \[0, 1\), got 1.0"),
+    ],
+)
+def test_train_refuses_a_bad_preset_before_writing_anything(tiny_catalog: Path, tmp_path: Path, schedule, message):
+    with pytest.raises(SelaviError, match=message):
+        train(tiny_catalog, tmp_path / "run", TINY.with_overrides(schedule=schedule), device="cpu", log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_audio_weight_ramps_linearly_over_training_and_is_logged(tiny_catalog: Path, tmp_path: Path):
@@ -285,7 +277,7 @@ def test_posteriors_from_training_labels_from_the_posteriors_of_the_training_ste
     preset = TINY.with_overrides(schedule={"posteriors_from": "training", "prior": "uniform", "memory_momentum": 0.0})
     trainer = Trainer(tiny_catalog, tmp_path, preset, ctx=Context(torch.device("cpu")), log=lambda *a: None)
     trainer.relabel()  # the first labelling runs the pass and fills the memory from it
-    mem_v, mem_a = trainer.memory
+    mem_v, mem_a = trainer.labeller.memory
     assert mem_v.shape == (trainer.model.heads, N_CLIPS, 2) and np.isfinite(mem_v).all() and np.isfinite(mem_a).all()
     # one training step overwrites exactly its batch's rows
     before = mem_v.copy()
@@ -293,7 +285,7 @@ def test_posteriors_from_training_labels_from_the_posteriors_of_the_training_ste
     video, audio = trainer.maker.batch(trainer.rows[rows], train=True, rng=np.random.default_rng(0))
     y = torch.from_numpy(trainer.state.labels[rows])
     trainer.net.train()
-    trainer._loss(*to_device(video, audio, torch.device("cpu"), trainer.channels_last), y, rows)
+    trainer._loss(*trainer.precision.inputs(video, audio), y, rows)
     assert not np.allclose(mem_v[:, rows], before[:, rows])
     np.testing.assert_array_equal(mem_v[:, len(rows) :], before[:, len(rows) :])
     np.testing.assert_allclose(np.exp(mem_v[:, rows]).sum(axis=2), 1.0, rtol=1e-5)
@@ -317,38 +309,19 @@ def test_the_kept_posteriors_are_a_running_mean_with_memory_momentum(tiny_catalo
     plain, mean = trainers
     plain.relabel()
     mean.model.load_state_dict(plain.model.state_dict())
-    before = tuple(x.copy() for x in plain.memory)
-    mean.memory = tuple(x.copy() for x in before)
+    before = tuple(x.copy() for x in plain.labeller.memory)
+    mean.labeller.memory = tuple(x.copy() for x in before)
     rows = np.arange(TINY.optim.batch_size)
     video, audio = plain.maker.batch(plain.rows[rows], train=True, rng=np.random.default_rng(0))
     y = torch.from_numpy(plain.state.labels[rows])
     for t in trainers:
         t.net.train()
         torch.manual_seed(5)  # the same dropout masks in both
-        t._loss(*to_device(video, audio, torch.device("cpu"), t.channels_last), y, rows)
-    for old, step, got in zip(before, plain.memory, mean.memory, strict=True):
+        t._loss(*t.precision.inputs(video, audio), y, rows)
+    for old, step, got in zip(before, plain.labeller.memory, mean.labeller.memory, strict=True):
         expected = np.log(0.75 * np.exp(old[:, rows]) + 0.25 * np.exp(step[:, rows]))
         np.testing.assert_allclose(got[:, rows], expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(got[:, len(rows) :], old[:, len(rows) :])
-    with pytest.raises(SelaviError, match=r"memory_momentum must lie in \[0, 1\), got 1.0"):
-        Trainer(
-            tiny_catalog,
-            tmp_path / "bad",
-            TINY.with_overrides(schedule={"memory_momentum": 1.0}),
-            ctx=Context(torch.device("cpu")),
-            log=lambda *a: None,
-        )
-
-
-def test_an_unknown_posteriors_source_is_refused(tiny_catalog, tmp_path):
-    with pytest.raises(SelaviError, match="posteriors_from"):
-        Trainer(
-            tiny_catalog,
-            tmp_path,
-            TINY.with_overrides(schedule={"posteriors_from": "memory"}),
-            ctx=Context(torch.device("cpu")),
-            log=lambda *a: None,
-        )
 
 
 @pytest.mark.parametrize("target", ["prior", "uniform"])

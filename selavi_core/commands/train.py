@@ -126,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         preset,
         device=args.device,
-        prior=args.prior,
         resume=args.resume,
         constraints=constraints,
     )

@@ -8,31 +8,16 @@ head's posteriors at once would take gigabytes, one head at a time takes one N x
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from selavi_core.model.networks import bf16_supported, channels_last_inputs, cpu_autocast
+from selavi_core.model.device import Precision
 from selavi_core.progress import progress
 from selavi_core.training.batches import BatchMaker
 
 ROW_CHUNK = 16_384
-
-
-def autocast_context(device: torch.device, bf16_on_cpu: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs, and on CPUs with native bf16 (2.7-3x faster R(2+1)D on Zen 4)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if bf16_on_cpu and bf16_supported():
-        return cpu_autocast(True)
-    return contextlib.nullcontext()
-
-
-def to_device(video: torch.Tensor, audio: torch.Tensor, device: torch.device, channels_last: bool):
-    video, audio = video.to(device, non_blocking=True), audio.to(device, non_blocking=True)
-    return channels_last_inputs(video, audio) if channels_last else (video, audio)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -46,22 +31,20 @@ def extract_features(
     maker: BatchMaker,
     rows: np.ndarray,
     *,
-    device: torch.device,
+    precision: Precision,
     batch_size: int,
     train_aug: bool,
     rng: np.random.Generator,
-    bf16: bool = True,
     desc: str = "features",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled (video, audio) encoder features of cache ``rows`` in eval mode, float32."""
+    """Pooled (video, audio) encoder features of cache ``rows`` in eval mode, float32 (encoders under ``precision``)."""
     model.eval()
-    channels_last = device.type == "cpu"
     fvs, fas = [], []
     batches = list(_chunks(len(rows), batch_size))
     for sl in progress(batches, desc=desc, unit="batch"):
         video, audio = maker.batch(rows[sl], train=train_aug, rng=rng)
-        video, audio = to_device(video, audio, device, channels_last)
-        with autocast_context(device, bf16):
+        video, audio = precision.inputs(video, audio)
+        with precision.autocast():
             fv, fa = model.encode(video, audio)
         fvs.append(fv.float().cpu().numpy())
         fas.append(fa.float().cpu().numpy())

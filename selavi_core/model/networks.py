@@ -14,7 +14,6 @@ With ``fusion="concat"`` (an option of ours, not SeLaVi) the heads ``mlp_c{h}`` 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +24,13 @@ from torchvision.models.video import r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock as BasicBlock3d
 from torchvision.models.video.resnet import Conv2Plus1D
 
-from selavi_core.config import ModelSpec, Preset
+from selavi_core.config import FUSIONS, ModelSpec, Preset
 
 #: The paper's encoder widths; at these widths we use torchvision's models verbatim.
 FULL_WIDTHS = (64, 128, 256, 512)
 R2PLUS1D_18_LAYERS = (2, 2, 2, 2)  # BasicBlocks per stage of R(2+1)D-18
 #: Output width of the first (spatial) stem conv in torchvision's R(2+1)D stem, scaled with widths[0].
 R2PLUS1D_STEM_MID = 45
-FUSIONS = ("augment", "concat")
 
 
 def stem_mid_width(w0: int) -> int:
@@ -313,37 +311,3 @@ def posteriors(
     log_p1 = torch.stack([x.float().log_softmax(dim=-1) for x in first])
     log_p2 = None if second is None else torch.stack([x.float().log_softmax(dim=-1) for x in second])
     return log_p1, log_p2
-
-
-def bf16_supported() -> bool:
-    """True when this CPU runs bf16 convolutions natively (AVX512-BF16/AMX); elsewhere bf16 autocast is slower."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def use_cpu_bf16(preset: Preset) -> bool:
-    """Whether to run CPU work of this preset under bf16 autocast + channels_last_3d."""
-    return preset.cpu_bf16 and bf16_supported()
-
-
-def cpu_autocast(enabled: bool) -> AbstractContextManager:
-    """bf16 autocast on CPU (2.5-3x faster encoders on AVX512-BF16 CPUs; features lose precision)."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
-
-
-def to_channels_last(model: SeLaViModel) -> SeLaViModel:
-    """Put the trunks in channels-last layouts (in place): pairs with bf16 autocast on CPU.
-
-    Video uses ``channels_last_3d``, audio ``channels_last``; feed them inputs from :func:`channels_last_inputs`.
-    With bf16 on this CPU that is ~3.5x (video) and ~1.6x (audio) the contiguous speed (bench/bench_models.py).
-    """
-    model.video_network.to(memory_format=torch.channels_last_3d)
-    model.audio_network.to(memory_format=torch.channels_last)
-    return model
-
-
-def channels_last_inputs(video: Tensor, audio: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, 3, T, H, W) video in ``channels_last_3d`` and (B, 1, F, T) audio in ``channels_last`` (values unchanged)."""
-    return video.contiguous(memory_format=torch.channels_last_3d), audio.contiguous(memory_format=torch.channels_last)

@@ -21,7 +21,7 @@ from selavi_core.config import PAPER, Preset
 from selavi_core.training.batches import BatchMaker
 from selavi_core.errors import SelaviError
 from selavi_core.model.inference import extract_features, predictions
-from selavi_core.model.networks import bf16_supported, to_channels_last
+from selavi_core.model.device import precision_for, resolve_device
 from selavi_core.runs.raw_features import raw_features
 from selavi_core.io import file_hash
 from selavi_core.runs.run import RunMeta, write_run
@@ -51,16 +51,14 @@ def write_assignments(
     rows = cache.ok_rows
     if features is not None and not len(features[0]) == len(features[1]) == len(rows):
         raise SelaviError(f"features for {len(features[0])} clips were passed, but the cache has {len(rows)} ok clips")
-    bf16 = preset.cpu_bf16 and device.type == "cpu" and bf16_supported()
     fv, fa = features or extract_features(
         model,
         BatchMaker(cache, preset),
         rows,
-        device=device,
+        precision=precision_for(device, preset.cpu_bf16),
         batch_size=preset.eval_batch_size,
         train_aug=False,
         rng=np.random.default_rng(0),
-        bf16=bf16,
         desc="assigning clips",
     )
     pred = predictions(model, fv, fa, device)
@@ -116,13 +114,10 @@ def assign(
     device: str = "auto",
     log=print,
 ) -> Path:
-    from selavi_core.training.trainer import resolve_device
-
     dev = resolve_device(device)
     model, preset, priors, prior = load_model_for_assignment(checkpoint)
-    model = model.to(dev)
-    if dev.type == "cpu":
-        model = to_channels_last(model)
+    preset.validate()
+    model = precision_for(dev, preset.cpu_bf16).prepare(model)
     catalog = load_catalog(catalog_dir)
     chash = catalog_hash(catalog_dir)
     cache = build_cache(catalog, catalog_dir, chash, preset, log=log)

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from selavi_core.studio.runview import StudioRun
 
 MONTAGE_DIR = "montages"
-MONTAGE_FPS = 15
 
 
 def render_montage(
@@ -32,8 +31,9 @@ def render_montage(
     grid: tuple[int, int] = STUDIO.montage_grid,
     seconds: float = STUDIO.montage_seconds,
     cell: tuple[int, int] = STUDIO.montage_cell,
-    fps: int = MONTAGE_FPS,
+    fps: int = STUDIO.montage_fps,
     audio: bool = True,
+    spec: StudioSpec = STUDIO,
 ) -> Path:
     """Render ``videos`` (first ``cols * rows``) as a ``grid`` montage of ``seconds`` at ``out`` (atomic)."""
     from moviepy import ColorClip, CompositeAudioClip, VideoFileClip, clips_array, vfx
@@ -59,16 +59,17 @@ def render_montage(
                 sounds.append(c.audio)
             cells.append(c.without_audio().with_duration(seconds))
         while len(cells) < cols * rows:
-            cells.append(ColorClip((cw, ch), color=(20, 20, 20), duration=seconds))
+            grey = spec.montage_fill_grey
+            cells.append(ColorClip((cw, ch), color=(grey, grey, grey), duration=seconds))
         video = clips_array([cells[r * cols : (r + 1) * cols] for r in range(rows)]).with_duration(seconds)
         if audio and sounds:
             mixed = CompositeAudioClip([s.with_volume_scaled(1.0 / len(sounds)) for s in sounds])
             video = video.with_audio(mixed.with_duration(seconds))
         with atomic_write(out, durable=False) as tmp:  # a cache: a lost montage is rendered again
             video.write_videofile(
-                str(tmp), fps=fps, codec="libx264", audio_codec="aac", preset="veryfast", audio=bool(audio and sounds),
+                str(tmp), fps=fps, codec="libx264", audio_codec="aac", preset=spec.montage_x264_preset, audio=bool(audio and sounds),
                 temp_audiofile_path=str(out.parent), pixel_format="yuv420p", ffmpeg_params=["-movflags", "+faststart"],
-                logger=None, threads=2,
+                logger=None, threads=spec.montage_threads,
             )  # fmt: skip
     finally:
         for s in sources:
@@ -82,7 +83,7 @@ def montage_key(videos: Sequence[str | os.PathLike], spec: StudioSpec = STUDIO) 
     for p in videos:
         st = os.stat(p)
         h.update(f"{os.fspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    h.update(f"{spec.montage_grid}|{spec.montage_seconds}|{spec.montage_cell}|{MONTAGE_FPS}".encode())
+    h.update(f"{spec.montage_grid}|{spec.montage_seconds}|{spec.montage_cell}|{spec.montage_fps}".encode())
     return h.hexdigest()[:16]
 
 
@@ -90,7 +91,7 @@ def cluster_montage_inputs(sr: StudioRun, head: int, cluster: int, spec: StudioS
     """Preview MP4s of the cluster's most confident members that have one (up to one per grid cell)."""
     want = spec.montage_grid[0] * spec.montage_grid[1]
     found: list[Path] = []
-    for row in sr.members(head, cluster, order="most", page=0, page_size=want * 4):
+    for row in sr.members(head, cluster, order="most", page=0, page_size=want * spec.montage_candidates_per_cell):
         media = sr.media(int(row))
         if media.mp4 is not None:
             found.append(media.mp4)
@@ -115,4 +116,7 @@ def cluster_montage(
         return out
     if not render:
         return None
-    return render_montage(videos, out, grid=spec.montage_grid, seconds=spec.montage_seconds, cell=spec.montage_cell)
+    return render_montage(
+        videos, out, grid=spec.montage_grid, seconds=spec.montage_seconds, cell=spec.montage_cell,
+        fps=spec.montage_fps, spec=spec,
+    )  # fmt: skip

@@ -19,16 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selavi_core.config import ContrastSpec
-from selavi_core.errors import SelaviError
 from selavi_core.model.networks import SeLaViModel
-
-
-def check_contrast_spec(spec: ContrastSpec) -> None:
-    """Refuse settings that cannot train, with the field named."""
-    if spec.weight < 0:
-        raise SelaviError(f"contrast weight must be >= 0, got {spec.weight}")
-    if spec.weight > 0 and (spec.dim < 1 or spec.temperature <= 0):
-        raise SelaviError(f"contrast needs dim >= 1 and temperature > 0, got {spec.dim} and {spec.temperature}")
 
 
 class Projection(nn.Module):

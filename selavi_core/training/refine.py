@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from selavi_core.config import REFINE_TARGETS, RefineSpec, SinkhornSpec
+from selavi_core.config import RefineSpec, SinkhornSpec
 from selavi_core.errors import SelaviError
 from selavi_core.evaluation.metrics import nmi
 from selavi_core.model.inference import head_log_posteriors, joint_log_posterior
@@ -26,21 +26,6 @@ from selavi_core.model.networks import SeLaViModel, self_label_loss
 from selavi_core.selflabel.priors import column_mass
 from selavi_core.selflabel.sinkhorn import sinkhorn_knopp
 from selavi_core.training.constraints import FixedRows, constrained_sinkhorn
-
-
-def check_refine_spec(spec: RefineSpec) -> None:
-    """Refuse settings that cannot run, with the field named."""
-    if spec.rounds < 0 or spec.epochs < 1 or spec.batch_size < 1:
-        raise SelaviError(
-            f"refine needs rounds >= 0, epochs >= 1 and batch_size >= 1, got {spec.rounds}, {spec.epochs}, "
-            f"{spec.batch_size}"
-        )
-    if not 0.0 <= spec.audio_weight <= 1.0:
-        raise SelaviError(f"refine audio_weight must lie in [0, 1], got {spec.audio_weight}")
-    if spec.lr <= 0:
-        raise SelaviError(f"refine lr must be positive, got {spec.lr}")
-    if spec.target not in REFINE_TARGETS:
-        raise SelaviError(f"refine target must be one of {', '.join(REFINE_TARGETS)}, got {spec.target!r}")
 
 
 def label_heads(
@@ -65,7 +50,7 @@ def label_heads(
         lv, la = head_log_posteriors(model, fv, fa, h, device)
         log_p = joint_log_posterior(lv, la, audio_weight)
         mass = column_mass(log_p, power=1.0 if la is None else 2.0)
-        kw = {"lam": sinkhorn.lam, "tol": sinkhorn.tol, "max_iter": sinkhorn.max_iter}
+        kw = sinkhorn.solver_kwargs()
         if fixed is not None:
             res = constrained_sinkhorn(log_p, marginal(h, mass), fixed, **kw)
         else:
@@ -121,9 +106,8 @@ def refine_heads(
 
     ``fv``/``fa`` are the pooled features of every clip (float32, eval mode). ``truth`` (codes, -1 for
     unknown) adds the NMI of the labels to each record. ``fixed`` pins rows to clusters in every labelling
-    (``label_heads``). Encoders are not touched.
+    (``label_heads``). Encoders are not touched. ``spec`` is taken as validated (``Preset.validate``).
     """
-    check_refine_spec(spec)
     if len(fv) < 2:
         raise SelaviError(f"refining the heads needs at least 2 clips, got {len(fv)}")
     rng = np.random.default_rng(seed)

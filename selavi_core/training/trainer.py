@@ -19,8 +19,9 @@ training steps already computed (optionally a running mean of them) instead of r
 ``RefineSpec.rounds``, ends training with rounds of the same self-labelling on the heads alone over
 frozen features (``selavi_core.training.refine``).
 
-Distributed pseudo-labelling shards rows across ranks; each rank keeps only its rows' posteriors
-and Sinkhorn all-reduces column sums, so no rank ever holds N x K for the whole data set.
+This module is the loop; its parts live beside it: ``labelling`` (Sinkhorn pseudo-labels over the data set),
+``distributed`` (process group and collectives: pseudo-labelling shards rows across ranks, so no rank ever
+holds N x K for the whole data set), ``state`` (what a resume needs), ``refine`` (the heads-only rounds).
 """
 
 from __future__ import annotations
@@ -29,83 +30,36 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 
 from selavi_core.catalog import catalog_hash, load_catalog
 from selavi_core.config import Preset, planned_epochs
 from selavi_core.errors import SelaviError
-from selavi_core.evaluation.metrics import nmi
 from selavi_core.model.checkpoint import load_checkpoint, save_checkpoint
-from selavi_core.model.inference import (
-    autocast_context,
-    equalise_confidence,
-    extract_features,
-    head_log_posteriors,
-    joint_log_posterior,
-    margin_sum,
-    to_device,
-)
-from selavi_core.model.networks import bf16_supported, build_model, self_label_loss, to_channels_last
+from selavi_core.model.device import precision_for
+from selavi_core.model.inference import extract_features
+from selavi_core.model.networks import build_model, self_label_loss
 from selavi_core.progress import progress
-from selavi_core.selflabel.alignment import align_permutation, apply_permutation_to_linear
-from selavi_core.selflabel.priors import column_mass, parse_prior
-from selavi_core.selflabel.sinkhorn import sinkhorn_knopp, sinkhorn_knopp_distributed
+from selavi_core.runs.assign import write_assignments
+from selavi_core.selflabel.priors import parse_prior
+from selavi_core.training import distributed
 from selavi_core.training.batches import BatchMaker
 from selavi_core.training.clip_cache import build_cache
-from selavi_core.training.constraints import LabelConstraints, constrained_sinkhorn
-from selavi_core.training.contrast import CrossModalProjector, TrainingNet, check_contrast_spec, correspondence_loss
-from selavi_core.training.refine import check_refine_spec, refine_heads
+from selavi_core.training.constraints import LabelConstraints
+from selavi_core.training.contrast import CrossModalProjector, TrainingNet, correspondence_loss
+from selavi_core.training.distributed import Context, setup_context
+from selavi_core.training.labelling import Labeller, audio_weight
+from selavi_core.training.refine import refine_heads
+from selavi_core.training.state import TrainState
+
+__all__ = ["CHECKPOINT_NAME", "LOG_NAME", "Context", "TrainState", "Trainer", "schedule_points", "train"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
-POSTERIOR_SOURCES = ("pass", "training")
-ALIGN_MAX_ROWS = 20_000  # alignment cost is a sum over rows: a large sample pins the permutation down
-
-
-@dataclass
-class Context:
-    """Where this process runs: device and (optional) process group."""
-
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SelaviError("--device cuda was asked for, but no CUDA device is available")
-    return torch.device(name)
-
-
-def setup_context(device: str = "auto") -> Context:
-    """Join the torchrun process group when launched by torchrun, else run alone."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Context(resolve_device(device))
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local)
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Context(dev, rank, world)
 
 
 def schedule_points(total_iters: int, n_opts: int, power: float) -> list[int]:
@@ -114,22 +68,13 @@ def schedule_points(total_iters: int, n_opts: int, power: float) -> list[int]:
     return sorted({int(math.floor(total_iters * (j / (n - 1)) ** power)) for j in range(n - 1)})
 
 
-@dataclass
-class TrainState:
-    """Everything a resume needs besides model and optimiser weights."""
-
-    epoch: int = 0
-    iteration: int = 0
-    labels: np.ndarray | None = None  # (N, H) current pseudo-labels
-    prior_bases: np.ndarray | None = None  # (H, K) per-head prior draws
-    marginals: np.ndarray | None = None  # (H, K) marginals used at the last labelling
-    aligned: bool = False
-    n_labellings: int = 0
-    refined: bool = False  # the heads went through RefineSpec's rounds after the last epoch
-    history: list[dict] = field(default_factory=list)
-
-
 class Trainer:
+    """SeLaVi training of one process (one of many under torchrun): data, model, optimiser and the loop.
+
+    ``fit`` trains, relabelling at the schedule's points (``Labeller``); ``refine`` runs the heads-only rounds;
+    ``save``/``resume`` write and read the checkpoint. The preset is taken as validated (``train`` does it).
+    """
+
     def __init__(
         self,
         catalog_dir: str | os.PathLike,
@@ -137,31 +82,18 @@ class Trainer:
         preset: Preset,
         *,
         ctx: Context,
-        prior: str | None = None,
         log=print,
         constraints: LabelConstraints | None = None,
     ):
         self.catalog_dir, self.out = Path(catalog_dir), Path(out_dir)
         self.preset, self.ctx, self.log = preset, ctx, log if ctx.main else (lambda *a, **k: None)
-        self.prior = parse_prior(prior or preset.schedule.prior)
-        for name in ("audio_weight", "audio_weight_final"):
-            w = getattr(preset.schedule, name)
-            if w is not None and not 0.0 <= w <= 1.0:
-                raise SelaviError(f"{name} must lie in [0, 1], got {w}")
-        check_refine_spec(preset.refine)
-        if not 0.0 <= preset.schedule.memory_momentum < 1.0:
-            raise SelaviError(f"memory_momentum must lie in [0, 1), got {preset.schedule.memory_momentum}")
+        self.prior = parse_prior(preset.schedule.prior, gauss_sd=preset.schedule.gauss_sd)
         self.total_iters: int | None = None  # set by fit(): the audio weight's ramp spans it
-        if preset.schedule.posteriors_from not in POSTERIOR_SOURCES:
-            raise SelaviError(
-                f"unknown posteriors_from {preset.schedule.posteriors_from!r}; choose one of {', '.join(POSTERIOR_SOURCES)}"
-            )
         catalog = load_catalog(self.catalog_dir)
         self.catalog_hash = catalog_hash(self.catalog_dir)
         if ctx.main:
             self.cache = build_cache(catalog, self.catalog_dir, self.catalog_hash, preset, log=self.log)
-        if ctx.distributed:
-            dist.barrier()
+        distributed.barrier(ctx)
         if not ctx.main:
             self.cache = build_cache(catalog, self.catalog_dir, self.catalog_hash, preset, log=self.log)
         self.rows = self.cache.ok_rows
@@ -187,32 +119,34 @@ class Trainer:
                 f"names, {info['fixed_rows']} clips pinned, {info['ignored_clips']} labelled clips not in this training"
             )
         self.maker = BatchMaker(self.cache, preset)
-        self.bf16 = preset.cpu_bf16 and ctx.device.type == "cpu" and bf16_supported()
+        self.precision = precision_for(ctx.device, preset.cpu_bf16)
         torch.manual_seed(preset.optim.seed + ctx.rank)
         if ctx.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormals in small CPU convolutions cost up to 10x
         self.rng = np.random.default_rng(preset.optim.seed + 1000 * ctx.rank)
         self.shared_rng = np.random.default_rng(preset.optim.seed)  # identical on every rank
-        self.model = build_model(preset, self.clusters).to(ctx.device)
-        self.channels_last = ctx.device.type == "cpu"  # 10-15% faster on CPU, with or without bf16
-        if self.channels_last:
-            self.model = to_channels_last(self.model)
-        check_contrast_spec(preset.contrast)
+        self.model = self.precision.prepare(build_model(preset, self.clusters))
         self.projector = None
         if preset.contrast.weight > 0:
             self.projector = CrossModalProjector(preset.model.video_dim, preset.model.audio_dim, preset.contrast)
             self.projector.to(ctx.device)
         # one module for the training forward (logits and projections), so one DDP wrapper syncs both
-        self.net = TrainingNet(self.model, self.projector)
-        if ctx.distributed:
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-            )
+        self.net = distributed.wrap(ctx, TrainingNet(self.model, self.projector))
         self.state = TrainState()
         self.optimizer = self._optimizer()
-        # Posteriors of each clip from its last training step (posteriors_from="training"): (H, N, K)
-        # for video and audio, filled by the first labelling's pass and then by every training batch.
-        self.memory: tuple[np.ndarray, np.ndarray | None] | None = None
+        self.labeller = Labeller(
+            self.model,
+            self.maker,
+            self.rows,
+            preset,
+            ctx=ctx,
+            precision=self.precision,
+            prior=self.prior,
+            clusters=self.clusters,
+            fixed=self.fixed,
+            truth=self.gt,
+            log=self.log,
+        )
         if preset.schedule.posteriors_from == "training" and ctx.distributed:
             self.log("posteriors_from 'training' needs one process; labelling with a pass under torchrun")
 
@@ -229,16 +163,12 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.preset.optim
-        if o.audio_lr_scale <= 0:
-            raise SelaviError(f"audio_lr_scale must be positive, got {o.audio_lr_scale}")
         groups = self._param_groups()
         for g in groups:
             g["lr"] = o.lr * g["scale"]
         if o.optimizer == "adam":
             return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
-        if o.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        raise SelaviError(f"unknown optimizer {o.optimizer!r} (sgd or adam)")
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
     def _set_lr(self, epoch: int) -> None:
         """Official recipe: linear warm-up per epoch from lr to lr x world size, then constant."""
@@ -263,198 +193,24 @@ class Trainer:
         per_rank = self.batches_per_epoch * self.preset.optim.batch_size
         return perm[self.ctx.rank :: self.ctx.world][:per_rank]
 
-    # -- pseudo-labelling --------------------------------------------------------------------------------
-    def _local_block(self) -> slice:
-        n, w, r = len(self.rows), self.ctx.world, self.ctx.rank
-        return slice(r * n // w, (r + 1) * n // w)
-
-    def _allreduce(self, arr: np.ndarray) -> np.ndarray:
-        if not self.ctx.distributed:
-            return arr
-        t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.ctx.device)
-        dist.all_reduce(t)
-        return t.cpu().numpy()
-
-    def _align(self, fv: np.ndarray, fa: np.ndarray) -> None:
-        """Permute each audio head's outputs to match its video head, once (first labelling)."""
-        for h in range(self.model.heads):
-            lv, la = head_log_posteriors(self.model, fv, fa, h, self.ctx.device)
-            lv, la = self._gather_sample(lv), self._gather_sample(la)
-            perm = None
-            if self.ctx.main:
-                perm, _ = align_permutation(np.exp(lv), np.exp(la))
-            perm = self._broadcast(perm, self.clusters)
-            apply_permutation_to_linear(self.model.audio_head_last_linear(h), perm)
-
-    def _gather_sample(self, x: np.ndarray) -> np.ndarray:
-        """Rank 0 gets up to ALIGN_MAX_ROWS rows in total (others get their own rows back)."""
-        x = x[: ALIGN_MAX_ROWS // self.ctx.world]
-        if not self.ctx.distributed:
-            return x
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.ctx.device)
-        sizes = [torch.zeros(1, dtype=torch.long, device=self.ctx.device) for _ in range(self.ctx.world)]
-        dist.all_gather(sizes, torch.tensor([len(x)], device=self.ctx.device))
-        m = int(max(s.item() for s in sizes))
-        pad = torch.zeros((m, x.shape[1]), dtype=t.dtype, device=t.device)
-        pad[: len(x)] = t
-        parts = [torch.zeros_like(pad) for _ in range(self.ctx.world)]
-        dist.all_gather(parts, pad)
-        return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)]).cpu().numpy()
-
-    def _broadcast_array(self, arr: np.ndarray) -> np.ndarray:
-        """Rank 0's copy everywhere (all-reduced floats can differ in the last bit between ranks)."""
-        if not self.ctx.distributed:
-            return arr
-        t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.ctx.device)
-        dist.broadcast(t, 0)
-        return t.cpu().numpy()
-
-    def _broadcast(self, perm: np.ndarray | None, k: int) -> np.ndarray:
-        if not self.ctx.distributed:
-            return perm
-        t = torch.as_tensor(perm if perm is not None else np.zeros(k, np.int64), device=self.ctx.device)
-        dist.broadcast(t, 0)
-        return t.cpu().numpy()
-
+    # -- pseudo-labelling (selavi_core.training.labelling) ----------------------------------------------------
     def audio_weight(self) -> float:
         """The audio's share in the labels now: constant, or on its linear ramp over the training iterations."""
-        s = self.preset.schedule
-        if s.audio_weight_final is None:
-            return s.audio_weight
         total = self.total_iters or self.epochs * self.batches_per_epoch
-        done = min(1.0, self.state.iteration / max(1, total))
-        return s.audio_weight + (s.audio_weight_final - s.audio_weight) * done
-
-    def _ensure_prior_bases(self) -> None:
-        st = self.state
-        if st.prior_bases is None:
-            heads = self.model.heads
-            st.prior_bases = np.asarray(self.prior.draw(self.clusters, heads, self.shared_rng), dtype=np.float64)
-            st.marginals = np.tile(np.full(self.clusters, 1.0 / self.clusters), (heads, 1))
+        return audio_weight(self.preset.schedule, self.state.iteration, total)
 
     def relabel(self) -> None:
         """One Sinkhorn-Knopp labelling of every head, with decorrelated groups of heads."""
-        st, s, sk = self.state, self.preset.schedule, self.preset.sinkhorn
-        t0 = time.time()
-        heads = self.model.heads
-        block = self._local_block()
-        local_rows = self.rows[block]
-        n_total = len(self.rows)
-        self._ensure_prior_bases()
-        order = self.shared_rng.permutation(heads)
-        groups = [order[g :: s.groups] for g in range(min(s.groups, heads))]
-        labels = np.zeros((n_total, heads), np.int64)
-        stats, agree = [], np.zeros(2, np.int64)
-        w_audio = self.audio_weight()
-        from_memory = self.memory is not None
-        keep = s.posteriors_from == "training" and not self.ctx.distributed
-        if keep and not from_memory:
-            k = self.clusters
-            self.memory = (
-                np.zeros((heads, n_total, k), np.float32),
-                np.zeros((heads, n_total, k), np.float32) if self.model.fusion == "augment" else None,
-            )
-        for g, group in enumerate(groups):
-            if not from_memory:
-                fv, fa = extract_features(
-                    self.model,
-                    self.maker,
-                    local_rows,
-                    device=self.ctx.device,
-                    batch_size=self.preset.eval_batch_size,
-                    train_aug=True,
-                    rng=self.rng,
-                    bf16=self.bf16,
-                    desc=f"labelling pass {g + 1}/{len(groups)}",
-                )
-                if not st.aligned and s.align and self.model.fusion == "augment":
-                    self._align(fv, fa)
-            for h in group:
-                if from_memory:
-                    lv, la = self.memory[0][h], None if self.memory[1] is None else self.memory[1][h]
-                else:
-                    lv, la = head_log_posteriors(self.model, fv, fa, int(h), self.ctx.device)
-                    if keep:
-                        self.memory[0][h] = lv
-                        if la is not None:
-                            self.memory[1][h] = la
-                if s.equalise_confidence and la is not None:
-                    margins = self._allreduce(np.array([margin_sum(lv), margin_sum(la)])) / n_total
-                    lv_t, la_t = equalise_confidence(lv, la, *margins)
-                    log_p = joint_log_posterior(lv_t, la_t, w_audio)
-                else:
-                    log_p = joint_log_posterior(lv, la, w_audio)
-                # log_p is a weighted mean of two log posteriors: doubling it gives p_v p_a at audio_weight 0.5
-                mass = self._allreduce(column_mass(log_p, power=1.0 if la is None else 2.0))
-                marginal = self._broadcast_array(np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64))
-                st.marginals[h] = marginal
-                solver = sinkhorn_knopp_distributed if self.ctx.distributed else sinkhorn_knopp
-                if self.fixed is not None:  # pinned rows keep their cluster; the rest share what they leave
-                    fixed = self.fixed.shard(block)
-                    res = constrained_sinkhorn(log_p, marginal, fixed, solver=solver, lam=sk.lam, tol=sk.tol,
-                                               max_iter=sk.max_iter)  # fmt: skip
-                else:
-                    res = solver(log_p, marginal, lam=sk.lam, tol=sk.tol, max_iter=sk.max_iter)
-                labels[block, h] = res.labels
-                stats.append(int(res.n_iter))
-                if la is not None:  # does each modality predict the labels? (one dominating is a trap)
-                    agree += [np.sum(lv.argmax(1) == res.labels), np.sum(la.argmax(1) == res.labels)]
-        st.aligned = True
-        labels = self._allreduce(labels)
-        previous = st.labels
-        st.labels = labels
-        st.n_labellings += 1
-        record = {
-            "labelling": st.n_labellings,
-            "iteration": st.iteration,
-            "epoch": st.epoch,
-            "seconds": round(time.time() - t0, 2),
-            "sk_iters_mean": float(np.mean(stats)),
-            "clusters_used_head0": int(len(np.unique(labels[:, 0]))),
-            # the largest cluster's share of the clips, averaged over heads (1/K when sizes are even;
-            # near 1 when one cluster swallows the data)
-            "largest_share": round(
-                float(np.mean([np.bincount(labels[:, h], minlength=self.clusters).max() for h in range(heads)]))
-                / n_total,
-                4,
-            ),
-            "audio_weight": round(w_audio, 4),
-        }
-        if self.fixed is not None:
-            record["fixed_rows"] = self.fixed.n_fixed
-        if self.model.fusion == "augment":
-            agreement = self._allreduce(agree) / (n_total * heads)
-            record["agree_video"], record["agree_audio"] = (round(float(x), 4) for x in agreement)
-        if previous is not None:
-            record["stability_nmi"] = round(float(nmi(previous[:, 0], labels[:, 0])), 4)
-        if self.gt is not None:
-            known = self.gt != -1
-            record["nmi_gt_head0"] = round(float(nmi(self.gt[known], labels[known, 0])), 4)
-            record["nmi_gt_best"] = round(max(float(nmi(self.gt[known], labels[known, h])) for h in range(heads)), 4)
-        st.history.append(record)
-        self.log("labelling " + json.dumps(record))
+        self.labeller.relabel(self.state, rng=self.rng, shared_rng=self.shared_rng, w_audio=self.audio_weight())
 
     # -- training ----------------------------------------------------------------------------------------
-    def _remember(self, rows_pos: np.ndarray, out_a: list[torch.Tensor], out_b: list[torch.Tensor] | None) -> None:
-        """Keep this batch's posteriors for the next labelling (posteriors_from="training")."""
-        with torch.no_grad():
-            for mem, outs in zip(self.memory, (out_a, out_b), strict=True):
-                if mem is not None:
-                    logp = torch.log_softmax(torch.stack([o.detach().float() for o in outs]), dim=2)
-                    new = logp.cpu().numpy()
-                    m = self.preset.schedule.memory_momentum
-                    if m > 0:  # running mean of the probabilities, in log space
-                        new = np.logaddexp(np.log(m) + mem[:, rows_pos], np.log1p(-m) + new)
-                    mem[:, rows_pos] = new
-
     def _loss(
         self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor, rows_pos: np.ndarray
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss, and its parts for the log: ``label_loss`` (SeLaVi's cross-entropy with the
         labels) and, when the matching loss is on, ``contrast_loss``."""
         out_a, out_b, z = self.net(video, audio)
-        if self.memory is not None:
-            self._remember(rows_pos, out_a, out_b)
+        self.labeller.remember(rows_pos, out_a, out_b)
         loss = self_label_loss(out_a, out_b, y)
         parts = {"label_loss": float(loss.detach())}
         if z is None:
@@ -471,8 +227,8 @@ class Trainer:
         bs = self.preset.optim.batch_size
         for b in range(min(self.preset.schedule.bn_warmup_batches, self.batches_per_epoch)):
             video, audio = self.maker.batch(self.rows[order[b * bs : (b + 1) * bs]], train=True, rng=self.rng)
-            video, audio = to_device(video, audio, self.ctx.device, self.channels_last)
-            with autocast_context(self.ctx.device, self.bf16):
+            video, audio = self.precision.inputs(video, audio)
+            with self.precision.autocast():
                 self.net(video, audio)
 
     def fit(self, epochs: int) -> None:
@@ -503,9 +259,9 @@ class Trainer:
                 self.net.train()
                 rows_pos = order[b * bs : (b + 1) * bs]
                 video, audio = self.maker.batch(self.rows[rows_pos], train=True, rng=self.rng)
-                video, audio = to_device(video, audio, self.ctx.device, self.channels_last)
+                video, audio = self.precision.inputs(video, audio)
                 y = torch.from_numpy(st.labels[rows_pos]).to(self.ctx.device)
-                with autocast_context(self.ctx.device, self.bf16):
+                with self.precision.autocast():
                     loss, step_parts = self._loss(video, audio, y, rows_pos)
                 if not torch.isfinite(loss):
                     raise SelaviError(
@@ -548,18 +304,17 @@ class Trainer:
         st, spec = self.state, self.preset.refine
         if spec.rounds == 0 or st.refined:
             return None
-        self._ensure_prior_bases()
+        self.labeller.ensure_prior_bases(st, self.shared_rng)
         features = None
         if self.ctx.main:
             fv, fa = extract_features(
                 self.model,
                 self.maker,
                 self.rows,
-                device=self.ctx.device,
+                precision=self.precision,
                 batch_size=self.preset.eval_batch_size,
                 train_aug=False,
                 rng=np.random.default_rng(0),
-                bf16=self.bf16,
                 desc="refine features",
             )
 
@@ -590,11 +345,8 @@ class Trainer:
                     f.write(json.dumps({"type": "refine", **r}) + "\n")
             features = (fv, fa)
         if self.ctx.distributed:
-            for p in self.model.head_parameters():
-                dist.broadcast(p.data, 0)
-            for b in (b for n, b in self.model.named_buffers() if n.startswith("mlp_")):
-                dist.broadcast(b, 0)
-            st.marginals = self._broadcast_array(st.marginals)
+            distributed.broadcast_heads(self.ctx, self.model)
+            st.marginals = distributed.broadcast_array(self.ctx, st.marginals)
         st.refined = True
         if self.ctx.main:
             self.save()
@@ -604,14 +356,7 @@ class Trainer:
     def save(self) -> None:
         st = self.state
         extra = {
-            "iteration": st.iteration,
-            "aligned": st.aligned,
-            "n_labellings": st.n_labellings,
-            "refined": st.refined,
-            "labels": torch.from_numpy(st.labels) if st.labels is not None else None,
-            "prior_bases": torch.from_numpy(st.prior_bases) if st.prior_bases is not None else None,
-            "marginals": torch.from_numpy(st.marginals) if st.marginals is not None else None,
-            "history": json.dumps(st.history),
+            **st.to_extra(),
             "catalog_hash": self.catalog_hash,
             "clip_ids": json.dumps(list(map(str, self.clip_ids))),
             "rng": json.dumps({"rng": self.rng.bit_generator.state, "shared": self.shared_rng.bit_generator.state}),
@@ -642,14 +387,7 @@ class Trainer:
             self.projector.load_state_dict(extra["projector"])
         if ckpt.get("optimizer"):
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        st = self.state
-        st.epoch, st.iteration = int(ckpt["epoch"]), int(extra["iteration"])
-        st.aligned, st.n_labellings = bool(extra["aligned"]), int(extra["n_labellings"])
-        st.refined = bool(extra.get("refined", False))
-        for name in ("labels", "prior_bases", "marginals"):
-            value = extra.get(name)
-            setattr(st, name, value.numpy() if value is not None else None)
-        st.history = json.loads(extra["history"])
+        self.state = st = TrainState.from_checkpoint(ckpt)
         rng = json.loads(extra["rng"])
         self.rng.bit_generator.state = rng["rng"]
         self.shared_rng.bit_generator.state = rng["shared"]
@@ -664,7 +402,6 @@ def train(
     preset: Preset,
     *,
     device: str = "auto",
-    prior: str | None = None,
     resume: bool = False,
     log=print,
     constraints: LabelConstraints | None = None,
@@ -673,9 +410,9 @@ def train(
 
     ``constraints`` (``LabelConstraints.from_run(RUN1)``) pins the clips people labelled in another run to one
     cluster per label name in every labelling; run.json's ``extra["labels_from"]`` records where they came from.
+    The preset is validated first (``Preset.validate``), before anything is written.
     """
-    from selavi_core.runs.assign import write_assignments
-
+    preset.validate()
     ctx = setup_context(device)
     out = Path(out_dir)
     if ctx.main:
@@ -683,9 +420,8 @@ def train(
         if not resume:
             for stale in (CHECKPOINT_NAME, LOG_NAME):
                 (out / stale).unlink(missing_ok=True)
-    if ctx.distributed:
-        dist.barrier()
-    trainer = Trainer(catalog_dir, out, preset, ctx=ctx, prior=prior, log=log, constraints=constraints)
+    distributed.barrier(ctx)
+    trainer = Trainer(catalog_dir, out, preset, ctx=ctx, log=log, constraints=constraints)
     if resume:
         trainer.resume()
     if ctx.main:
@@ -706,7 +442,7 @@ def train(
             device=ctx.device,
             checkpoint=out / CHECKPOINT_NAME,
             priors=trainer.state.marginals,
-            prior=prior or preset.schedule.prior,
+            prior=preset.schedule.prior,
             source="train",
             extra={
                 "train_seconds": round(seconds, 1),
@@ -715,7 +451,5 @@ def train(
             },
             features=features,
         )
-    if ctx.distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+    distributed.shutdown(ctx)
     return out
