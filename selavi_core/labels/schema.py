@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +113,10 @@ def make_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see above)
         cur = dbapi_conn.cursor()
-        if not memory:
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={LABELS.sqlite_synchronous}")
         cur.execute(f"PRAGMA busy_timeout={int(LABELS.sqlite_busy_timeout_s * 1000)}")
+        if not memory:
+            _enable_wal(cur)
+            cur.execute(f"PRAGMA synchronous={LABELS.sqlite_synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -123,6 +125,25 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("selavi_write") else "BEGIN")
 
     return engine
+
+
+def _enable_wal(cur: Any) -> None:
+    """Switch a new database to WAL (persistent: later connections find it on).
+
+    Two connections switching a brand-new file at once can get "database is locked" at once: SQLite does not
+    run the busy handler for that lock, so the busy timeout does not help. The switch is retried here, within
+    the same busy timeout, instead of failing the open (seen with two sessions opening a fresh store).
+    """
+    deadline = time.monotonic() + LABELS.sqlite_busy_timeout_s
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def create_tables(engine: Engine, write: Any) -> None:
