@@ -230,7 +230,7 @@ def build_previews(
     """
     items = list(items)
     workers = default_workers() if workers is None else max(1, int(workers))
-    results: list[PreviewFiles | MediaError | None] = [None] * len(items)
+    results: dict[int, PreviewFiles | MediaError] = {}
 
     def one(k: int) -> PreviewFiles | MediaError:
         path, start, end = items[k]
@@ -243,7 +243,7 @@ def build_previews(
         futures = {pool.submit(one, k): k for k in range(len(items))}
         for fut in progress(as_completed(futures), total=len(futures), desc="previews", unit="clip"):
             results[futures[fut]] = fut.result()
-    return results  # type: ignore[return-value]
+    return [results[k] for k in range(len(items))]
 
 
 # --------------------------------------------------------------------------------------------- the index
