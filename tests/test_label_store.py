@@ -191,6 +191,17 @@ def test_sub_suffixes_and_node_ids() -> None:
             sem.node_id(bad)
 
 
+def test_a_cluster_edit_without_a_head_is_refused_not_filed_under_none() -> None:
+    """Cluster edits belong to one head (the store always records it); a log row without one is an error."""
+    log = Log()
+    log.add("ana", "rename_cluster", None, target={"cluster": "1"}, new={"name": "dog"})
+    with pytest.raises(ValueError, match="names no head"):
+        sem.fold(log.events)
+    log = Log()
+    log.override("ana", ["c1"], "dog")  # clip labels hold in every head: no head needed
+    assert log.labels()["c1"] == ("dog", "override")
+
+
 # ----------------------------------------------------------------------------------- the store
 
 

@@ -18,7 +18,7 @@ from selavi_core.errors import (
     UnsupportedCodec,
 )
 from selavi_core.media import Clip, MediaInfo, decode_clip, probe
-from selavi_core.media.probe import scan_duration
+from selavi_core.media.probe import scan_duration, video_data_end
 
 # container files of make_bad_media_folder: (video codec, audio codec, audio rate as decoded)
 KNOWN = {
@@ -135,6 +135,23 @@ def test_probe_random_bytes_is_not_media(tmp_path):
 def test_scan_duration_without_headers(bad_media_dir):
     root, _ = bad_media_dir
     assert scan_duration(root / "ok_h264_aac.mkv") == pytest.approx(2.0, abs=1 / 25)
+
+
+def test_video_data_end_without_a_time_base_reads_on_without_seeking():
+    """A stream with no time base (PyAV gives None) cannot be seeked by time: read on, do not fail with TypeError."""
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    class Container:
+        def seek(self, *args, **kwargs):
+            raise AssertionError("no seek without a time base")
+
+        def demux(self, stream):
+            tb = Fraction(1, 25)
+            return iter([SimpleNamespace(pts=pts, dts=None, duration=1, time_base=tb) for pts in (10, 11, 12)])
+
+    vstream = SimpleNamespace(time_base=None)
+    assert video_data_end(Container(), vstream, 0.0, 0.3) == pytest.approx(13 / 25)
 
 
 # ---------------------------------------------------------------- decode_clip

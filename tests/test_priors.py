@@ -9,6 +9,7 @@ from selavi_core.errors import SelaviError
 from selavi_core.selflabel.priors import (
     GAUSS_FLOOR,
     PriorError,
+    PriorSpec,
     column_mass,
     from_file,
     gaussian_draw,
@@ -140,6 +141,9 @@ def test_parse_prior_kinds(tmp_path):
     assert f.kind == "file"
     np.testing.assert_allclose(f.draw(3, 2, rng), [[0.25, 0.25, 0.5]] * 2)
     np.testing.assert_allclose(f.marginal(f.draw(3, 1, rng)[0], mass), [0.5, 0.25, 0.25])
+
+    with pytest.raises(PriorError, match="without a path"):  # built by hand, not by parse_prior
+        PriorSpec("mine", "file").draw(3, 1, rng)
 
 
 @pytest.mark.parametrize(

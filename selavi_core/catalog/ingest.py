@@ -229,7 +229,7 @@ def probe_files(paths: Sequence[str], cache_file: Path, *, workers: int) -> tupl
             records = pool.map(lambda p: _probe_one(p, probe), todo)
             for p, rec in zip(todo, progress(records, total=len(todo), desc="probing media", unit="file"), strict=True):
                 results[p] = rec
-    current = {(p, *keys[p]): results[p] for p in paths if keys[p] is not None}
+    current = {(p, *k): results[p] for p in paths if (k := keys[p]) is not None}
     listed = set(paths)
     merged = {**{k: v for k, v in cache.items() if k[0] not in listed}, **current}  # keep other sources' probes
     if merged.keys() != cache.keys():

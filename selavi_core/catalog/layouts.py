@@ -267,8 +267,9 @@ def read_csv(source: PathLike, *, csv_path: PathLike | None = None) -> list[Clip
         row = {h: (v if v != "" else None) for h, v in zip(header, fields, strict=True)}
         if row["path"] is None:
             raise CatalogError(f"{path}, line {line}: empty path")
-        start = _number(row["start_s"], path, line, "start_s") if row.get("start_s") is not None else None
-        end = _number(row["end_s"], path, line, "end_s") if row.get("end_s") is not None else None
+        start_text, end_text = row.get("start_s"), row.get("end_s")
+        start = _number(start_text, path, line, "start_s") if start_text is not None else None
+        end = _number(end_text, path, line, "end_s") if end_text is not None else None
         _window(start, end, path, line)
         clip_path = os.path.abspath(os.path.join(base, os.path.expanduser(row["path"])))
         key = (clip_path, start, end)
@@ -308,7 +309,7 @@ def read_vggsound(
             continue  # a header someone added; the official file has none
         if len(fields) < 4:
             raise CatalogError(f"{meta}, line {line}: expected 4 fields (ytid, start, label, split), got {len(fields)}")
-        ytid, start_text, split = fields[0], fields[1], fields[-1]
+        ytid, start_text, split_text = fields[0], fields[1], fields[-1]
         label = ",".join(fields[2:-1]).strip()  # an unquoted label with commas spills over several fields
         if not ytid:
             raise CatalogError(f"{meta}, line {line}: empty YouTube id")
@@ -317,7 +318,7 @@ def read_vggsound(
             if label and label != rows[key][1] and label not in others.setdefault(key, []):
                 others[key].append(label)  # keep the first label, record the rest
             continue
-        rows[key] = (line, label, split or None)
+        rows[key] = (line, label, split_text or None)
 
     specs: list[ClipSpec] = []
     matched: set[tuple[str, int]] = set()

@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"event {ev.id}: cluster {ev.target['cluster']} (head {args.head}) is now {name!r}")
         elif a in ("undo", "redo"):
             ev = (store.undo if a == "undo" else store.redo)(args.annotator)
-            print(f"event {ev.id}: {ev.old['summary']} ({a} done)")
+            undone = (ev.old or {}).get("summary", "an edit")  # undo/redo events record the edit's summary
+            print(f"event {ev.id}: {undone} ({a} done)")
         elif a == "snapshot":
             (name,) = _need(args, 1, "snapshot NAME --as WHO")
             ev = store.snapshot(name, annotator=args.annotator)

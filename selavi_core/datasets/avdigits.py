@@ -50,17 +50,20 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from selavi_core.config import PAPER, default_workers
 from selavi_core.errors import CatalogError, SelaviError
 from selavi_core.io import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:  # PIL is imported where it is used (rendering only)
+    from PIL.Image import Image as PILImage
 
 VARIANTS = ("balanced", "zipf")
 SOURCE_MODES = ("auto", "real", "fallback")
@@ -659,7 +662,7 @@ def clip_colours(
     return fg, bg
 
 
-def digit_tile(image: np.ndarray, px: int = 2 * SPEC.digit_px[1]):
+def digit_tile(image: np.ndarray, px: int = 2 * SPEC.digit_px[1]) -> PILImage:
     """The digit cropped to its ink, padded to a square and enlarged once (a PIL greyscale image).
 
     Rendering frames from a large tile with bilinear sampling keeps the strokes smooth at every zoom.
@@ -707,15 +710,16 @@ def render_frames(
         cx, cy = (1 - a) * centres[0] + a * centres[1]
         k = src / side  # output pixel -> tile pixel
         affine = (k, 0.0, -(cx - side / 2) * k, 0.0, k, -(cy - side / 2) * k)
-        alpha[t] = tile.transform((spec.size, spec.size), Image.Transform.AFFINE, affine, Image.Resampling.BILINEAR)
+        warped = tile.transform((spec.size, spec.size), Image.Transform.AFFINE, affine, Image.Resampling.BILINEAR)
+        alpha[t] = np.asarray(warped)
     if background is None:
         return np.take(palette, alpha, axis=0)  # (T, size, size, 3); ~10x faster than palette[alpha]
     # PIL blends the ink colour over the background image with the coverage as mask (10x faster than numpy).
     back = Image.fromarray(np.ascontiguousarray(background))
-    ink = Image.new("RGB", back.size, tuple(int(c) for c in fg))
+    ink_layer = Image.new("RGB", back.size, tuple(int(c) for c in fg))
     frames = np.empty((spec.n_frames, spec.size, spec.size, 3), np.uint8)
     for t in range(spec.n_frames):
-        frames[t] = np.asarray(Image.composite(ink, back, Image.fromarray(alpha[t])))
+        frames[t] = np.asarray(Image.composite(ink_layer, back, Image.fromarray(alpha[t])))
     return frames
 
 
@@ -844,10 +848,10 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, sp
         step = 1024  # AAC frame size; the last, shorter frame is allowed
         for start in range(0, len(audio), step):
             chunk = np.ascontiguousarray(audio[start : start + step], np.float32)[None, :]
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            frame.sample_rate = spec.sample_rate
-            frame.pts = start
-            container.mux(sound.encode(frame))
+            aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            aframe.sample_rate = spec.sample_rate
+            aframe.pts = start
+            container.mux(sound.encode(aframe))
         container.mux(sound.encode(None))
 
 
@@ -1172,7 +1176,7 @@ def _run_jobs(jobs: list[ClipJob], workers: int | None, show_progress: bool) -> 
         return 0
     workers = max(1, min(workers or default_workers(), len(jobs)))
     if workers == 1:
-        results = map(_build_clip_worker, jobs)
+        results: Iterator[int] = map(_build_clip_worker, jobs)
         if show_progress:
             results = progress(results, total=len(jobs), desc="clips", unit="clip")
         return sum(1 for _ in results)
@@ -1184,7 +1188,7 @@ def _run_jobs(jobs: list[ClipJob], workers: int | None, show_progress: bool) -> 
     # and PyAV, none of the parent's threads.
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with mp.get_context(method).Pool(workers) as pool:
-        results = pool.imap_unordered(_build_clip_worker, jobs, chunksize=4)
+        pooled: Iterator[int] = pool.imap_unordered(_build_clip_worker, jobs, chunksize=4)
         if show_progress:
-            results = progress(results, total=len(jobs), desc="clips", unit="clip")
-        return sum(1 for _ in results)
+            pooled = progress(pooled, total=len(jobs), desc="clips", unit="clip")
+        return sum(1 for _ in pooled)

@@ -303,6 +303,7 @@ def _write_kinetics(table: pd.DataFrame, out: Path, **_: Any) -> Written:
         w = csv.writer(f)
         w.writerow(KINETICS_HEADER)
         for label, ytid, start, end, split in rows:
+            assert end is not None  # _youtube_rows skips kinetics rows without a window end
             w.writerow([label, ytid, _seconds_text(start), _seconds_text(end), split])
     return mask, skipped, {}
 
@@ -335,7 +336,7 @@ def preview_files(store: LabelStore) -> dict[str, str]:
     """clip id -> absolute preview MP4 listed by ``selavi previews`` (read once; {} when none were built)."""
     from selavi_core.media.preview import preview_mp4s  # PyAV: imported only when an export needs media
 
-    return preview_mp4s(store.run.meta.catalog_dir)
+    return preview_mp4s(store._need_run("preview files").meta.catalog_dir)
 
 
 def _write_fiftyone(table: pd.DataFrame, out: Path, *, store: LabelStore, copy: bool = False, **_: Any) -> Written:
@@ -546,7 +547,7 @@ def _provenance(
     only_named: bool,
     min_confidence: float | None,
 ) -> dict[str, Any]:
-    run = store.run
+    run = store._need_run("exporting")
     meta = run.meta
     by_label = {str(k): int(v) for k, v in exported["label"].dropna().value_counts().sort_index().items()}
     by_source = {s: int((exported["label_source"] == s).sum()) for s in (SOURCE_OVERRIDE, SOURCE_CLUSTER, SOURCE_NONE)}

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -62,8 +62,9 @@ class LabelEventRow(Base):
     ref_event: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
 
 
-EVENTS = LabelEventRow.__table__
-RUNS = LabelRunRow.__table__
+# A declarative class's __table__ is typed as the general FromClause; for these classes it is the Table they declare.
+EVENTS = cast(sa.Table, LabelEventRow.__table__)
+RUNS = cast(sa.Table, LabelRunRow.__table__)
 
 
 def row_event(r: Any) -> Event:
@@ -102,11 +103,12 @@ def make_engine(url: str) -> Engine:
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
         return sa.create_engine(u, pool_pre_ping=True)
-    memory = u.database in (None, "", ":memory:")
+    database = u.database or ":memory:"  # no database (None or "") is an in-memory one
+    memory = database == ":memory:"
     if memory:
         engine = sa.create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
-        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(u, connect_args={"timeout": LABELS.sqlite_busy_timeout_s, "check_same_thread": False})
 
     @sa_event.listens_for(engine, "connect")

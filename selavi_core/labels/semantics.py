@@ -57,6 +57,7 @@ SOURCE_NONE = "none"
 _NODE = re.compile(r"^[0-9]+(\.[a-z]+)*$")
 
 Key = tuple  # ("c", head, node) or ("k", clip_id)
+ClipIds = Sequence[str] | np.ndarray  # a run's clip ids in row order: a list, or Run.clip_ids's object array
 
 
 # ------------------------------------------------------------------------------------- annotators
@@ -309,6 +310,13 @@ def fold_more(state: LabelState, events: Sequence[Event]) -> bool:
     return True
 
 
+def _head(e: Event) -> int:
+    """The head a head-scoped edit (rename, merge, split, reject, reset) applies to; the store always records it."""
+    if e.head is None:
+        raise ValueError(f"event {e.id} ({e.action}) names no head")
+    return e.head
+
+
 def _note(st: LabelState, e: Event) -> None:
     """Pass 1 for one event: stacks, undone set, snapshot names, version keys."""
     st.last_event_id = e.id
@@ -318,7 +326,7 @@ def _note(st: LabelState, e: Event) -> None:
         for k in event_keys(e):
             st.touched[k] = e.id
         if e.action == "split_cluster":
-            st.subs_ever.setdefault((e.head, e.target["cluster"]), set()).update((e.new or {}).get("parts", {}))
+            st.subs_ever.setdefault((_head(e), e.target["cluster"]), set()).update((e.new or {}).get("parts", {}))
     elif e.action in ("undo", "redo"):
         ref = st.events.get(e.ref) if e.ref is not None else None
         if ref is None or ref.action not in EDIT_ACTIONS:
@@ -341,7 +349,7 @@ def _apply(st: LabelState, e: Event) -> None:
     stamp = Stamp(e.id, e.annotator, e.time)
     new, t = e.new or {}, e.target or {}
     if e.action == "rename_cluster":
-        hs = st.head(e.head)
+        hs = st.head(_head(e))
         root = hs.find(t["cluster"])
         name = new.get("name")
         if name:
@@ -349,7 +357,7 @@ def _apply(st: LabelState, e: Event) -> None:
         else:
             hs.names.pop(root, None)
     elif e.action == "merge_clusters":
-        hs = st.head(e.head)
+        hs = st.head(_head(e))
         nodes = list(t["clusters"])
         name = new.get("name")
         if not name:  # keep the first existing name, in the order the user listed the clusters
@@ -361,7 +369,7 @@ def _apply(st: LabelState, e: Event) -> None:
         if name:
             hs.names[root] = NameRecord(name, stamp)
     elif e.action == "split_cluster":
-        hs = st.head(e.head)
+        hs = st.head(_head(e))
         parent = t["cluster"]
         parts = {s: tuple(ids) for s, ids in new.get("parts", {}).items()}
         for s in parts:
@@ -375,12 +383,12 @@ def _apply(st: LabelState, e: Event) -> None:
             for c in t["clips"]:
                 st.overrides.pop(c, None)
     elif e.action == "reset_clips":  # back to the cluster: no own label (any head), no "not this" in this head
-        hs = st.head(e.head)
+        hs = st.head(_head(e))
         for c in t["clips"]:
             st.overrides.pop(c, None)
             hs.rejected.pop(c, None)
     elif e.action == "reject_clip":
-        hs = st.head(e.head)
+        hs = st.head(_head(e))
         if new.get("rejected", True):
             hs.rejected.update(dict.fromkeys(t["clips"], ClipRecord(None, stamp)))
         else:
@@ -403,12 +411,12 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def row_index(clip_ids: Sequence[str]) -> dict[str, int]:
+def row_index(clip_ids: ClipIds) -> dict[str, int]:
     return {str(c): i for i, c in enumerate(clip_ids)}
 
 
 def clip_codes(
-    state: LabelState, head: int, clip_ids: Sequence[str], assignment: np.ndarray, rows: Mapping[str, int] | None = None
+    state: LabelState, head: int, clip_ids: ClipIds, assignment: np.ndarray, rows: Mapping[str, int] | None = None
 ) -> tuple[np.ndarray, list[str]]:
     """Each clip's node in ``head`` as an integer code into the returned list of node ids.
 
@@ -438,7 +446,7 @@ def clip_codes(
     return codes, names
 
 
-def clip_nodes(state: LabelState, head: int, clip_ids: Sequence[str], assignment: np.ndarray) -> np.ndarray:
+def clip_nodes(state: LabelState, head: int, clip_ids: ClipIds, assignment: np.ndarray) -> np.ndarray:
     """Each clip's node id in ``head`` (object array of str, e.g. ``"12"`` or ``"12.a"``)."""
     codes, names = clip_codes(state, head, clip_ids, assignment)
     return np.asarray(names, dtype=object)[codes]
@@ -447,7 +455,7 @@ def clip_nodes(state: LabelState, head: int, clip_ids: Sequence[str], assignment
 def effective_labels(
     state: LabelState,
     head: int,
-    clip_ids: Sequence[str],
+    clip_ids: ClipIds,
     assignment: np.ndarray,
     confidence: np.ndarray | None = None,
     rows: Mapping[str, int] | None = None,
@@ -518,7 +526,7 @@ def cluster_table(state: LabelState, head: int, nodes: np.ndarray, n_clusters: i
     group's root), size, version, annotator, time.
     """
     hs = state.heads.get(head) or HeadState()
-    uniq, counts = np.unique(np.asarray(nodes).astype(str), return_counts=True) if len(nodes) else ([], [])
+    uniq, counts = np.unique(np.asarray(nodes).astype(str), return_counts=True)  # empty nodes: empty arrays
     size = dict(zip((str(u) for u in uniq), (int(c) for c in counts), strict=True))
     ids: set[str] = set(size) | set(hs.sub_parent)
     if n_clusters is not None:

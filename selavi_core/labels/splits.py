@@ -64,7 +64,7 @@ def propose_parts(
     # threads spinning on a shared, busy CPU made it seconds in measurements
     codes = kmeans_labels(member_features(run, features, idx), k, seed=seed, niter=LABELS.split_iters,
                           nredo=LABELS.split_n_init, threads=1)  # fmt: skip
-    parts = [[members[i] for i in np.flatnonzero(codes == j)] for j in range(k)]
+    parts = [[members[int(i)] for i in np.flatnonzero(codes == j)] for j in range(k)]
     parts = [p for p in parts if p]
     if len(parts) < 2:
         raise LabelError(f"k-means found a single group in cluster {node}: the members' features coincide")
@@ -75,7 +75,8 @@ def propose_parts(
 def sub_ids(state: LabelState, head: int, node: str, n: int) -> list[str]:
     """``n`` sub-cluster ids for a split of ``node`` that no earlier split of it used (undone or not)."""
     used = state.subs_ever.get((head, node), set())
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while len(out) < n:
         sub = f"{node}.{sem.sub_suffix(i)}"
         if sub not in used:

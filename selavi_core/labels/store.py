@@ -103,10 +103,10 @@ def default_run_key(run: Run) -> str:
 
 def _annotator(value: Any) -> str:
     """The annotator name as recorded (``semantics.annotator_name``); LabelError says why it is none."""
-    problem = sem.annotator_problem(value)
-    if problem is not None:
-        raise LabelError(problem)
-    return sem.annotator_name(value)
+    name = sem.annotator_name(value)
+    if name is None:
+        raise LabelError(sem.annotator_problem(value) or "annotator name is required")
+    return name
 
 
 def _clean_text(value: Any, what: str, *, required: bool) -> str | None:
@@ -186,17 +186,17 @@ class LabelStore:
         if self.run is None:
             if run_key is None and len(existing) == 1:
                 run_key = next(iter(existing))
-            if run_key in existing:  # label-only access by URL: find the run where the log says it is
+            if run_key is not None and run_key in existing:  # label-only access by URL: find the run where the log says it is
                 run_dir = existing[run_key].get("run_dir")
                 if run_dir and Path(run_dir, "run.json").is_file():
                     self.run = Run(run_dir)
                 return run_key
-        if run_key is None and self.run is None:
-            raise LabelError(
-                f"{redact(self.url)} holds labels of {len(existing)} runs; say which with run_key "
-                f"({', '.join(sorted(existing)) or 'none yet'})"
-            )
         if run_key is None:
+            if self.run is None:
+                raise LabelError(
+                    f"{redact(self.url)} holds labels of {len(existing)} runs; say which with run_key "
+                    f"({', '.join(sorted(existing)) or 'none yet'})"
+                )
             run_key = default_run_key(self.run)
             if run_key not in existing:
                 same_catalog = [k for k, m in existing.items() if m.get("catalog_hash") == self.run.meta.catalog_hash]
@@ -287,7 +287,9 @@ class LabelStore:
                 fields.setdefault("old_value", None)
                 fields.setdefault("ref_event", None)
                 values = {"run_key": self.run_key, "time": time.time(), **fields}
-                new_id = conn.execute(EVENTS.insert().values(**values)).inserted_primary_key[0]
+                pk = conn.execute(EVENTS.insert().values(**values)).inserted_primary_key
+                assert pk is not None  # typed Optional; a single-row INSERT always has one
+                new_id = pk[0]
             ev = inserted_event(new_id, values)  # what the database now holds
             self._events.append(ev)
             return ev

@@ -74,7 +74,7 @@ def name_now(state: LabelState, head: int, node: str) -> str | None:
 
 
 def members(
-    state: LabelState, head: int, node: str, clip_ids: Sequence[Any], assignment: np.ndarray,
+    state: LabelState, head: int, node: str, clip_ids: sem.ClipIds, assignment: np.ndarray,
     rows: Mapping[str, int] | None = None, *, group: bool = True,
 ) -> list[str]:  # fmt: skip
     """Clip ids now in a node of ``head`` (``group=True``: in its whole merge group), in run order."""

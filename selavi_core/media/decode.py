@@ -15,9 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import overload
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
+from av.container import InputContainer
+from av.video.stream import VideoStream
 
 from selavi_core.errors import TruncatedMedia
 from selavi_core.media.probe import (
@@ -96,7 +100,7 @@ def _frame_time(frame: av.frame.Frame, fallback: float) -> float:
     return float(t) if t is not None else fallback
 
 
-def _seek(container, stream, t_file: float) -> None:
+def _seek(container: InputContainer, stream: VideoStream | AudioStream, t_file: float) -> None:
     """Seek to the keyframe at or before file time ``t_file`` (seconds) of ``stream``."""
     if t_file <= 0 or stream.time_base is None:
         container.seek(0, backward=True, any_frame=False)
@@ -113,12 +117,18 @@ def _seek_plan(start: float, margin: float) -> list[float | None]:
     return [*plan, 0.0]
 
 
-def _decoded(container, stream) -> Iterator[av.frame.Frame]:
+@overload
+def _decoded(container: InputContainer, stream: VideoStream) -> Iterator[av.VideoFrame]: ...
+@overload
+def _decoded(container: InputContainer, stream: AudioStream) -> Iterator[av.AudioFrame]: ...
+def _decoded(container: InputContainer, stream: VideoStream | AudioStream) -> Iterator[av.VideoFrame | av.AudioFrame]:
     """Frames of ``stream`` from the current position; damaged packets are skipped, a damaged tail ends it."""
     try:
         for packet in container.demux(stream):
             try:
-                yield from packet.decode()
+                # a video (audio) stream's packets decode to video (audio) frames; PyAV's overloads of demux
+                # cannot follow a union of stream types, so they promise subtitles too
+                yield from packet.decode()  # type: ignore[misc]
             except FFmpegError:
                 continue
     except FFmpegError:
@@ -130,14 +140,14 @@ class _Overshoot(Exception):
 
 
 def iter_window_frames(
-    container,
-    vstream,
+    container: InputContainer,
+    vstream: VideoStream,
     origin: float,
     start: float,
     n_out: int,
     fps: float,
     path: str,
-    stats: dict | None = None,
+    stats: dict[str, int] | None = None,
     *,
     fresh: bool = True,
 ) -> Iterator[tuple[int, av.VideoFrame]]:
@@ -186,7 +196,7 @@ def iter_window_frames(
 
 
 def decode_audio_window(
-    container, astream, origin: float, start: float, end: float, sample_rate: int, *, fresh: bool = True
+    container: InputContainer, astream: AudioStream, origin: float, start: float, end: float, sample_rate: int, *, fresh: bool = True
 ) -> np.ndarray:
     """Exactly ``round((end - start) * sample_rate)`` mono float32 samples of the window.
 
@@ -261,7 +271,7 @@ def decode_clip(
         raise ValueError(f"start_s must be >= 0, got {start_s}")
     if end_s is not None and end_s <= start_s:
         raise ValueError(f"end_s ({end_s}) must be after start_s ({start_s})")
-    stats: dict = {"decoded": 0}
+    stats: dict[str, int] = {"decoded": 0}
     with open_media(path) as container:
         vstream = video_stream(container, path)
         astream = audio_stream(container)
@@ -303,7 +313,10 @@ def decode_clip(
     )
 
 
-def _decode_frames(container, vstream, origin, start, end, fps, short_side, size, path, stats) -> np.ndarray:
+def _decode_frames(
+    container: InputContainer, vstream: VideoStream, origin: float, start: float, end: float, fps: float,
+    short_side: int | None, size: tuple[int, int] | None, path: str, stats: dict[str, int],
+) -> np.ndarray:  # fmt: skip
     n_out = max(1, int(round((end - start) * fps)))
     src_w, src_h = display_size(vstream)
     if src_w <= 0 or src_h <= 0:  # some streams only learn their size from the first frame
@@ -320,6 +333,7 @@ def _decode_frames(container, vstream, origin, start, end, fps, short_side, size
                 out = np.empty((n_out, oh, ow, 3), dtype=np.uint8)
             rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
             last_obj, last_arr = frame, rgb[cy : cy + oh, cx : cx + ow]
+        assert out is not None  # allocated at the first frame
         out[i] = last_arr
     assert out is not None  # iter_window_frames yields n_out >= 1 items or raises
     return out

@@ -31,6 +31,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pandas as pd
+from av.audio.stream import AudioStream
 from PIL import Image
 
 from selavi_core.config import PREVIEW, PreviewSpec, default_workers
@@ -134,27 +135,26 @@ def _encode(src: str, start_s: float, end_s: float, mp4_tmp: Path, jpg_tmp: Path
 
             poster_slot = n_out // 2
             a_next = 0
-            last_obj, last_yuv = None, None
+            last_obj: av.VideoFrame | None = None
+            last_yuv: av.VideoFrame | None = None
             for i, frame in iter_window_frames(
                 container, vstream, origin, start_s, n_out, spec.fps, src, fresh=samples is None
             ):
                 if frame is not last_obj:
-                    rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
-                    rgb = np.ascontiguousarray(rgb[cy : cy + out_h, cx : cx + out_w])
+                    full = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+                    rgb = np.ascontiguousarray(full[cy : cy + out_h, cx : cx + out_w], dtype=np.uint8)  # rgb24: uint8
                     last_obj, last_yuv = (
                         frame,
                         av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p"),
                     )
                     if i <= poster_slot:
                         poster_rgb = rgb
+                assert last_yuv is not None  # made from the first frame
                 last_yuv.pts = i
                 last_yuv.time_base = Fraction(1, spec.fps)
                 t = i / spec.fps
                 # interleave: audio up to this frame's time, so a browser can play while downloading
-                while (
-                    a_next < len(audio_packets)
-                    and float(audio_packets[a_next].pts * audio_packets[a_next].time_base) <= t
-                ):
+                while a_next < len(audio_packets) and _packet_s(audio_packets[a_next]) <= t:
                     out.mux(audio_packets[a_next])
                     a_next += 1
                 out.mux(vout.encode(last_yuv))
@@ -165,7 +165,13 @@ def _encode(src: str, start_s: float, end_s: float, mp4_tmp: Path, jpg_tmp: Path
     Image.fromarray(poster_rgb).save(jpg_tmp, format="JPEG", quality=spec.poster_quality)
 
 
-def _encode_audio(stream, samples: np.ndarray, rate: int) -> list[av.Packet]:
+def _packet_s(packet: av.Packet) -> float:
+    """An encoded packet's presentation time in seconds (the encoder stamps every packet it returns)."""
+    assert packet.pts is not None and packet.time_base is not None
+    return float(packet.pts * packet.time_base)
+
+
+def _encode_audio(stream: AudioStream, samples: np.ndarray, rate: int) -> list[av.Packet]:
     packets: list[av.Packet] = []
     chunk = 1024
     for lo in range(0, len(samples), chunk):
@@ -224,7 +230,7 @@ def build_previews(
     """
     items = list(items)
     workers = default_workers() if workers is None else max(1, int(workers))
-    results: list[PreviewFiles | MediaError | None] = [None] * len(items)
+    results: dict[int, PreviewFiles | MediaError] = {}
 
     def one(k: int) -> PreviewFiles | MediaError:
         path, start, end = items[k]
@@ -237,7 +243,7 @@ def build_previews(
         futures = {pool.submit(one, k): k for k in range(len(items))}
         for fut in progress(as_completed(futures), total=len(futures), desc="previews", unit="clip"):
             results[futures[fut]] = fut.result()
-    return results  # type: ignore[return-value]
+    return [results[k] for k in range(len(items))]
 
 
 # --------------------------------------------------------------------------------------------- the index

@@ -217,7 +217,9 @@ def _container_name(container: av.container.InputContainer, path: Path) -> str:
     return suffix if suffix in names else names[0]
 
 
-def first_frame(container: av.container.InputContainer, vstream: av.video.stream.VideoStream, path: str):
+def first_frame(
+    container: av.container.InputContainer, vstream: av.video.stream.VideoStream, path: str
+) -> av.VideoFrame:
     """Decode the first video frame; ``TruncatedMedia`` when none decodes."""
     try:
         for packet in container.demux(vstream):
@@ -232,10 +234,13 @@ def first_frame(container: av.container.InputContainer, vstream: av.video.stream
     raise TruncatedMedia(path, "truncated: decoded 0 frames")
 
 
-def video_data_end(container: av.container.InputContainer, vstream, origin: float, from_s: float) -> float | None:
+def video_data_end(
+    container: av.container.InputContainer, vstream: av.video.stream.VideoStream, origin: float, from_s: float
+) -> float | None:
     """End time (relative seconds) of the last video packet readable after ``from_s``; packets only, no decoding."""
-    with contextlib.suppress(FFmpegError):  # not seekable: read on from where we are
-        container.seek(max(0, int((origin + from_s) / vstream.time_base)), backward=True, stream=vstream)
+    if vstream.time_base is not None:  # no time base (or not seekable): read on from where we are
+        with contextlib.suppress(FFmpegError):
+            container.seek(max(0, int((origin + from_s) / vstream.time_base)), backward=True, stream=vstream)
     end = None
     try:
         for packet in container.demux(vstream):
@@ -275,19 +280,11 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                 width, height = frame.width, frame.height
             actx = astream.codec_context if astream is not None else None
             n_frames = int(vstream.frames) if vstream.frames and vstream.frames > 0 else None
-            info = dict(
-                path=str(p),
-                container=_container_name(container, p),
-                fps=fps,
-                width=width,
-                height=height,
-                video_codec=vstream.codec_context.codec.canonical_name,
-                n_frames=n_frames,
-                has_audio=astream is not None,
-                audio_codec=actx.codec.canonical_name if actx is not None else None,
-                audio_rate=int(actx.sample_rate) if actx is not None and actx.sample_rate else None,
-                audio_channels=int(actx.channels) if actx is not None and actx.channels else None,
-            )
+            container_name = _container_name(container, p)
+            video_codec = vstream.codec_context.codec.canonical_name
+            audio_codec = actx.codec.canonical_name if actx is not None else None
+            audio_rate = int(actx.sample_rate) if actx is not None and actx.sample_rate else None
+            audio_channels = int(actx.channels) if actx is not None and actx.channels else None
             if duration is not None and duration > 0:
                 tol = _tail_tolerance(duration)
                 end = video_data_end(container, vstream, time_origin(container, vstream), duration - tol)
@@ -300,6 +297,19 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         duration = scan_duration(p)
     if duration is None or duration <= 0:
         raise TruncatedMedia(str(p), "truncated: unknown duration")
-    if info["fps"] <= 0 and n_frames:
-        info["fps"] = n_frames / duration
-    return MediaInfo(duration_s=float(duration), **info)
+    if fps <= 0 and n_frames:
+        fps = n_frames / duration
+    return MediaInfo(
+        path=str(p),
+        container=container_name,
+        duration_s=float(duration),
+        fps=fps,
+        width=width,
+        height=height,
+        video_codec=video_codec,
+        n_frames=n_frames,
+        has_audio=astream is not None,
+        audio_codec=audio_codec,
+        audio_rate=audio_rate,
+        audio_channels=audio_channels,
+    )

@@ -24,11 +24,13 @@ from numba import types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-if nb.config.THREADING_LAYER == "default":  # numba imported earlier (e.g. by umap): still choose before first launch
+# numba imported earlier (e.g. by umap): still choose before first launch. (numba.config sets its options into its
+# globals() from the environment at import, so its types know none of them: hence the attr-defined ignores.)
+if nb.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
     from numba.np.ufunc import parallel as _nb_parallel
 
     if not getattr(_nb_parallel, "_is_initialized", True):
-        nb.config.THREADING_LAYER = "workqueue"
+        nb.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 def num_threads() -> int:

@@ -176,6 +176,8 @@ class PriorSpec:
         if self.kind == "zipf":
             base = zipf(k, self.s)
         elif self.kind == "file":
+            if self.path is None:
+                raise PriorError(f"prior {self.spec!r} is a file prior without a path")
             base = from_file(self.path, k)
         else:
             base = uniform(k)

@@ -230,7 +230,10 @@ class Solver:
             "sparse", rowmax, density, offsets=offsets, vals=vals, idx=idx, dense=self._no_dense, perm=perm, bounds={}
         )
 
-    def _fill(self, g, rowmax, starts, ends, vals, idx, dense, nt) -> None:
+    def _fill(
+        self, g: np.ndarray, rowmax: np.ndarray, starts: np.ndarray, ends: np.ndarray, vals: np.ndarray,
+        idx: np.ndarray, dense: np.ndarray, nt: int,
+    ) -> None:  # fmt: skip
         if nt == 1:
             fill_chunk(self.logp, self.lam, g, THETA, rowmax, 0, self.n_local, starts, ends, vals, idx, dense)
         else:
@@ -288,7 +291,9 @@ class Solver:
         self.timings["repair"] += time.perf_counter() - t0
         return cmax + np.log(total.astype(np.float64) / self.q_scale)
 
-    def _column_lse(self, cols, shift, cmax, nt) -> tuple[np.ndarray, np.ndarray]:
+    def _column_lse(
+        self, cols: np.ndarray, shift: np.ndarray, cmax: np.ndarray, nt: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         if nt > 1:
             return column_lse(self.logp, self.lam, cols, shift, cmax, self.q_scale, nt)
         out_max = np.full(cols.shape[0], -np.inf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -35,10 +36,13 @@ def evaluation_table(sr: StudioRun) -> tuple[pd.DataFrame, str | None]:
     key = ("evaluation",)
     with sr._lock:
         if key in sr._memo:
-            return sr._memo[key]  # type: ignore[return-value]
+            return sr._memo[key]
         note = None
+        evaluate_run: Callable[..., dict[str, Any]] | None
         try:
-            from selavi_core.evaluation.evaluate import evaluate_run
+            from selavi_core.evaluation.evaluate import evaluate_run as _evaluate_run
+
+            evaluate_run = _evaluate_run
         except ImportError:
             evaluate_run = None
         if evaluate_run is not None:
@@ -54,7 +58,10 @@ def evaluation_table(sr: StudioRun) -> tuple[pd.DataFrame, str | None]:
                     "unweighted mean over clusters, purity_weighted the size-weighted one; entropy in nats."
                 )
         else:
-            codes = sr.ground_truth[0]  # type: ignore[index]
+            gt = sr.ground_truth
+            if gt is None:
+                raise ValueError("this run's catalog has no ground-truth labels")
+            codes = gt[0]
             table = pd.DataFrame(
                 [{"head": h, **metrics.clustering_scores(codes, sr.head(h).joint)} for h in range(sr.heads)]
             ).set_index("head")

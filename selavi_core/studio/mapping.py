@@ -24,6 +24,8 @@ from selavi_core.io import atomic_write, atomic_write_text
 from selavi_core.studio.features import embed, embed_chunks, feature_dim
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from selavi_core.studio.runview import StudioRun
 
 MAP_DIR = "map"
@@ -217,7 +219,9 @@ def colour_options(sr: StudioRun, human: bool = False) -> list[str]:
     return opts
 
 
-def map_frame(sr: StudioRun, res: MapResult, head: int, colour: str = "cluster", human: np.ndarray | None = None):
+def map_frame(
+    sr: StudioRun, res: MapResult, head: int, colour: str = "cluster", human: np.ndarray | None = None
+) -> pd.DataFrame:
     """pandas frame of the map's points: x, y, row, clip_id, cluster (of ``head``), label, colour.
 
     ``human`` is the effective human label of every clip of the run, in run order (None where a clip
@@ -254,7 +258,7 @@ def cached_map(sr: StudioRun, spec: StudioSpec = STUDIO) -> MapResult | None:
     hit = sr._memo.get(("map", spec))
     if hit is None and (hit := load_map(sr, spec)) is not None:
         sr._memo[("map", spec)] = hit
-    return hit  # type: ignore[return-value]
+    return hit
 
 
 def ensure_map(sr: StudioRun, progress: Progress | None = None, spec: StudioSpec = STUDIO) -> MapResult:

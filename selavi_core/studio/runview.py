@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -68,7 +68,7 @@ class StudioRun:
         self._lock = threading.RLock()
         self._heads: dict[int, HeadData] = {}
         self._index: dict[int, pd.DataFrame] = {}
-        self._memo: dict[tuple, object] = {}
+        self._memo: dict[tuple, Any] = {}  # analyses by key; a key's first item fixes its value's type
 
     # ---- basic facts -------------------------------------------------------------------------
     @property
@@ -211,11 +211,15 @@ class StudioRun:
             self._index[h] = df
             return df
 
-    def gt_counts(self, h: int) -> np.ndarray:
-        """(K, C) int64 counts of ground-truth classes per cluster (unlabelled clips left out)."""
+    def _need_ground_truth(self) -> tuple[np.ndarray, list[str]]:
         gt = self.ground_truth
         if gt is None:
             raise ValueError("this run's catalog has no ground-truth labels")
+        return gt
+
+    def gt_counts(self, h: int) -> np.ndarray:
+        """(K, C) int64 counts of ground-truth classes per cluster (unlabelled clips left out)."""
+        gt = self._need_ground_truth()
         key = ("gt_counts", h)
         with self._lock:
             if key not in self._memo:
@@ -224,12 +228,12 @@ class StudioRun:
                 ok = codes >= 0
                 flat = self.head(h).joint[ok].astype(np.int64) * c + codes[ok]
                 self._memo[key] = np.bincount(flat, minlength=self.k * c).reshape(self.k, c)
-            return self._memo[key]  # type: ignore[return-value]
+            return self._memo[key]
 
     def cluster_histogram(self, h: int, cluster: int) -> pd.DataFrame:
         """Ground-truth classes inside one cluster, most frequent first (label, count, share)."""
         counts = self.gt_counts(h)[cluster]
-        names = self.ground_truth[1]  # type: ignore[index]
+        names = self._need_ground_truth()[1]
         nz = np.flatnonzero(counts)
         nz = nz[np.argsort(-counts[nz], kind="stable")]
         total = max(int(counts.sum()), 1)
@@ -281,7 +285,7 @@ class StudioRun:
                     labels.append(gt[0])
                     names.append(GT_NAME)
                 self._memo[key] = agreement_matrices(labels, names)
-            return self._memo[key]  # type: ignore[return-value]
+            return self._memo[key]
 
     def full_contingency(self, head_a: int, head_b: int) -> np.ndarray:
         """(K, K) counts including empty clusters, row = cluster of head A, column = cluster of head B."""
@@ -289,7 +293,7 @@ class StudioRun:
         with self._lock:
             if key not in self._memo:
                 self._memo[key] = contingency_counts(self.head(head_a).joint, self.head(head_b).joint, self.k)
-            return self._memo[key]  # type: ignore[return-value]
+            return self._memo[key]
 
     def contingency(self, head_a: int, head_b: int, *, drop_empty: bool = True) -> Contingency:
         """The contingency table of two heads, ordered so that matched clusters lie on the diagonal."""
@@ -298,7 +302,7 @@ class StudioRun:
             if key not in self._memo:
                 full = self.full_contingency(head_a, head_b)
                 self._memo[key] = ordered_contingency(full, head_a, head_b, drop_empty=drop_empty)
-            return self._memo[key]  # type: ignore[return-value]
+            return self._memo[key]
 
     def cluster_flow(self, head_a: int, cluster: int, head_b: int) -> pd.DataFrame:
         """Where the members of one cluster of head A went in head B, largest destination first."""
@@ -330,7 +334,7 @@ class StudioRun:
         with self._lock:
             key = ("head_summary",)
             if key in self._memo:
-                return self._memo[key]  # type: ignore[return-value]
+                return self._memo[key]
             nmi = self.head_agreement(with_ground_truth=False)["nmi"].to_numpy()
             rows = []
             for h in range(self.heads):

@@ -17,10 +17,12 @@ from selavi_core.config import STUDIO
 from selavi_core.studio.features import FEATURE_KINDS, embed, embed_chunks, feature_dim
 
 if TYPE_CHECKING:
+    import faiss
+
     from selavi_core.studio.runview import StudioRun
 
 
-def feature_index(sr: StudioRun, kind: str = "both"):
+def feature_index(sr: StudioRun, kind: str = "both") -> faiss.Index:
     """The run's faiss index for ``kind`` features (built on first use, then memoised on ``sr``)."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}")
