@@ -148,8 +148,8 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
         raise CheckpointError(f"{p}: not a PyTorch checkpoint ({detail_line})") from None
     except Exception as e:  # the unpickler fails on garbage in many ways (IndexError, KeyError, ...)
         hint = "truncated or corrupt file" if "zip" in str(e).lower() or isinstance(e, EOFError) else "unreadable"
-        detail = f"{type(e).__name__}: {_first_line(str(e))}"
-        raise CheckpointError(f"{p}: not a PyTorch checkpoint, or {hint} ({detail})") from None
+        reason = f"{type(e).__name__}: {_first_line(str(e))}"
+        raise CheckpointError(f"{p}: not a PyTorch checkpoint, or {hint} ({reason})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{p}: holds a {type(state).__name__}, expected a dict of checkpoint fields")
     return state

@@ -13,11 +13,15 @@ from __future__ import annotations
 import contextlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from selavi_core.errors import SelaviError
+
+if TYPE_CHECKING:
+    from selavi_core.model.networks import SeLaViModel
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,7 +46,7 @@ def cpu_autocast(enabled: bool) -> AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+def to_channels_last(model: SeLaViModel) -> SeLaViModel:
     """Put a SeLaVi model's trunks in channels-last layouts (in place): pairs with bf16 autocast on CPU.
 
     Video uses ``channels_last_3d``, audio ``channels_last``; feed them inputs from :func:`channels_last_inputs`.
@@ -86,7 +90,7 @@ class Precision:
         video, audio = video.to(self.device, non_blocking=True), audio.to(self.device, non_blocking=True)
         return channels_last_inputs(video, audio) if self.channels_last else (video, audio)
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare(self, model: SeLaViModel) -> SeLaViModel:
         """A SeLaVi model on the device, in the layout the inputs of :meth:`inputs` have."""
         model = model.to(self.device)
         return to_channels_last(model) if self.channels_last else model

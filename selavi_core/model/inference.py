@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from selavi_core.model.device import Precision
+from selavi_core.model.networks import SeLaViModel
 from selavi_core.progress import progress
 from selavi_core.training.batches import BatchMaker
 
@@ -27,7 +28,7 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 @torch.no_grad()
 def extract_features(
-    model: torch.nn.Module,
+    model: SeLaViModel,
     maker: BatchMaker,
     rows: np.ndarray,
     *,
@@ -53,7 +54,7 @@ def extract_features(
 
 @torch.no_grad()
 def head_log_posteriors(
-    model: torch.nn.Module, fv: np.ndarray, fa: np.ndarray, head: int, device: torch.device
+    model: SeLaViModel, fv: np.ndarray, fa: np.ndarray, head: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(log p_video, log p_audio) of one head as float32 (N, K); for concat fusion (log p, None).
 
@@ -113,7 +114,7 @@ def joint_log_posterior(lv: np.ndarray, la: np.ndarray | None, audio_weight: flo
     return (1.0 - audio_weight) * lv + audio_weight * la
 
 
-def predictions(model: torch.nn.Module, fv: np.ndarray, fa: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
+def predictions(model: SeLaViModel, fv: np.ndarray, fa: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
     """Per clip and head: joint / video-only / audio-only cluster, confidence and margin, each (N, H).
 
     Joint cluster = argmax p_v * p_a; confidence is that product renormalised over clusters, and
@@ -122,7 +123,7 @@ def predictions(model: torch.nn.Module, fv: np.ndarray, fa: np.ndarray, device: 
     zeroed (a degraded-modality probe, not SeLaVi's separate heads).
     """
     n, h = len(fv), model.heads
-    out = {k: np.empty((n, h), np.int32) for k in ("joint", "video", "audio")}
+    out: dict[str, np.ndarray] = {k: np.empty((n, h), np.int32) for k in ("joint", "video", "audio")}
     out.update({k: np.empty((n, h), np.float32) for k in ("confidence", "margin")})
     for head in range(h):
         lv, la = head_log_posteriors(model, fv, fa, head, device)

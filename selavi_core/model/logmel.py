@@ -109,7 +109,7 @@ def _filter_blocks(
     Entries are (first filter, end filter, first bin, end bin, weights (bins, filters) or None when empty).
     """
     fb = torch.from_numpy(mel_filterbank_numpy(spec) * gain).to(dtype)
-    blocks = []
+    blocks: list[tuple[int, int, int, int, torch.Tensor | None]] = []
     for start in range(0, fb.shape[0], _FILTER_BLOCK):
         sub = fb[start : start + _FILTER_BLOCK]
         used = torch.nonzero(sub.abs().sum(0)).flatten()

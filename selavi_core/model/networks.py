@@ -13,7 +13,7 @@ With ``fusion="concat"`` (an option of ours, not SeLaVi) the heads ``mlp_c{h}`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,12 @@ class NarrowR2Plus1D(nn.Module):
     state_dict keys and shapes (a test checks it), so narrow and paper models share one code path.
     """
 
+    # stages added by name in __init__ (add_module keeps torchvision's keys)
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, widths: Sequence[int], layers: Sequence[int] = R2PLUS1D_18_LAYERS):
         super().__init__()
         w0, mid = widths[0], stem_mid_width(widths[0])
@@ -95,6 +101,11 @@ class NarrowResNet9(nn.Module):
 
     torchvision's ResNet hard-codes a 64-wide stem, hence this copy of its structure (built from its BasicBlock).
     """
+
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, widths: Sequence[int], layers: Sequence[int] = (1, 1, 1, 1)):
         super().__init__()
@@ -204,7 +215,9 @@ class Head(nn.Module):
 
     @property
     def last_linear(self) -> nn.Linear:
-        return self.block_forward[8]
+        layer = self.block_forward[8]
+        assert isinstance(layer, nn.Linear)
+        return layer
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block_forward(x)
@@ -293,10 +306,18 @@ def self_label_loss(out_a: Sequence[Tensor], out_b: Sequence[Tensor] | None, y: 
     """SeLaVi's loss on per-head logits and labels y (B, H): 1/2 mean-over-heads CE(video) + 1/2 mean-over-heads
     CE(audio) ("modality as augmentation"), or the mean over heads of CE for concat heads (``out_b`` None)."""
     heads = len(out_a)
-    loss = sum(F.cross_entropy(out_a[h].float(), y[:, h]) for h in range(heads)) / heads
+    loss = _sum_over_heads(F.cross_entropy(out_a[h].float(), y[:, h]) for h in range(heads)) / heads
     if out_b is None:
         return loss
-    return 0.5 * loss + 0.5 * sum(F.cross_entropy(out_b[h].float(), y[:, h]) for h in range(heads)) / heads
+    return 0.5 * loss + 0.5 * _sum_over_heads(F.cross_entropy(out_b[h].float(), y[:, h]) for h in range(heads)) / heads
+
+
+def _sum_over_heads(losses: Iterable[Tensor]) -> Tensor:
+    """``sum(losses)`` (the int 0 plus each loss, in order), which is a tensor when there is at least one head."""
+    total = sum(losses)
+    if not isinstance(total, Tensor):
+        raise ValueError("no heads to sum the loss over")
+    return total
 
 
 def posteriors(

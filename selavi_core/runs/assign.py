@@ -9,6 +9,7 @@ the ground truth and provenance by themselves. It also holds raw-input features 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from selavi_core.config import PAPER, Preset
 from selavi_core.training.batches import BatchMaker
 from selavi_core.errors import SelaviError
 from selavi_core.model.inference import extract_features, predictions
+from selavi_core.model.networks import SeLaViModel
 from selavi_core.model.device import precision_for, resolve_device
 from selavi_core.runs.raw_features import raw_features
 from selavi_core.io import file_hash
@@ -28,7 +30,7 @@ from selavi_core.runs.run import RunMeta, write_run
 
 
 def write_assignments(
-    model: torch.nn.Module,
+    model: SeLaViModel,
     cache: ClipCache,
     preset: Preset,
     *,
@@ -94,7 +96,7 @@ def write_assignments(
     )
 
 
-def load_model_for_assignment(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, Preset, np.ndarray | None, str]:
+def load_model_for_assignment(checkpoint: str | os.PathLike) -> tuple[SeLaViModel, Preset, np.ndarray | None, str]:
     """Our checkpoint (its preset travels with it) or an official SeLaVi file (the paper preset's inputs)."""
     model, info = load_model(checkpoint)  # weights_only, strict, CheckpointError listing unmatched keys
     if info["format"] == "official":
@@ -112,7 +114,7 @@ def assign(
     out_dir: str | os.PathLike,
     *,
     device: str = "auto",
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> Path:
     dev = resolve_device(device)
     model, preset, priors, prior = load_model_for_assignment(checkpoint)

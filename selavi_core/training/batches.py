@@ -87,6 +87,7 @@ class BatchMaker:
     def _spectrogram_windows(self, rows: np.ndarray, first_sample: np.ndarray) -> torch.Tensor:
         """The window's frames sliced from the whole-clip log-mel (frame k starts at sample k * hop)."""
         mels = self.cache.log_mels
+        assert mels is not None, "only called for a cache with whole-clip log-mels"
         frames = self.a.n_frames
         f0 = np.minimum(first_sample // self.a.hop_length, mels.shape[2] - frames)
         out = np.stack([mels[r, :, f : f + frames] for r, f in zip(rows, f0, strict=True)])
@@ -129,8 +130,8 @@ def random_resized_crops(
     theta[:, 0, 0], theta[:, 0, 1] = frac * cos * flip, frac * (cos * shear - sin)
     theta[:, 1, 0], theta[:, 1, 1] = frac * sin * flip, frac * (sin * shear + cos)
     theta[:, 0, 2], theta[:, 1, 2] = tx, ty
-    theta = torch.from_numpy(theta).float().repeat_interleave(t, dim=0)
-    grid = F.affine_grid(theta, [b * t, c, crop, crop], align_corners=False)
+    maps = torch.from_numpy(theta).float().repeat_interleave(t, dim=0)
+    grid = F.affine_grid(maps, [b * t, c, crop, crop], align_corners=False)
     out = F.grid_sample(x.reshape(b * t, c, s, s), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(b, t, c, crop, crop)
 

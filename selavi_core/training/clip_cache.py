@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -131,7 +132,7 @@ def build_cache(
     preset: Preset,
     *,
     workers: int | None = None,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> ClipCache:
     """Decode the ok clips of ``catalog`` once (in parallel) or reuse the finished cache."""
     out = Path(catalog_dir) / "cache" / cache_key(preset, catalog_hash)

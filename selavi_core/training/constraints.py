@@ -294,15 +294,15 @@ def constrained_sinkhorn(
         raise ConstraintError(f"constraints hold {len(fixed.cluster)} rows and {len(fixed.counts)} clusters; "
                               f"log_p is {n} x {k}")  # fmt: skip
     if fixed.n_fixed == 0:
-        res = solver(arr, marginal, **sinkhorn_kwargs)
-        return ConstrainedResult(res.labels, int(res.n_iter), 0, res.target, res)
+        whole = solver(arr, marginal, **sinkhorn_kwargs)
+        return ConstrainedResult(whole.labels, int(whole.n_iter), 0, whole.target, whole)
     labels = fixed.cluster.copy()
     target = reduced_marginal(marginal, fixed, k)
     if fixed.n_rows == fixed.n_fixed:  # every row pinned (on every rank: the counts are global)
         return ConstrainedResult(labels, 0, fixed.n_fixed, target, None)
     free = labels < 0
     cols = np.flatnonzero(target > 0)
-    res = None
+    res: SinkhornResult | None = None
     if len(cols) == 1:
         labels[free] = cols[0]
     else:

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from selavi_core.model.device import resolve_device
+from selavi_core.model.networks import SeLaViModel
 
 
 @dataclass
@@ -115,13 +116,15 @@ def broadcast_array(ctx: Context, arr: np.ndarray) -> np.ndarray:
 def broadcast_permutation(ctx: Context, perm: np.ndarray | None, k: int) -> np.ndarray:
     """Rank 0's permutation of ``k`` clusters everywhere (other ranks pass None)."""
     if not ctx.distributed:
+        if perm is None:
+            raise ValueError("a single process is rank 0: it must pass its permutation")
         return perm
     t = torch.as_tensor(perm if perm is not None else np.zeros(k, np.int64), device=ctx.device)
     dist.broadcast(t, 0)
     return t.cpu().numpy()
 
 
-def broadcast_heads(ctx: Context, model: torch.nn.Module) -> None:
+def broadcast_heads(ctx: Context, model: SeLaViModel) -> None:
     """Rank 0's head weights and head buffers into every rank's model (in place)."""
     if not ctx.distributed:
         return

@@ -29,10 +29,10 @@ from selavi_core.model.inference import (
 from selavi_core.model.networks import SeLaViModel
 from selavi_core.selflabel.alignment import align_permutation, apply_permutation_to_linear
 from selavi_core.selflabel.priors import PriorSpec, column_mass
-from selavi_core.selflabel.sinkhorn import sinkhorn_knopp, sinkhorn_knopp_distributed
+from selavi_core.selflabel.sinkhorn import SinkhornResult, sinkhorn_knopp, sinkhorn_knopp_distributed
 from selavi_core.training import distributed
 from selavi_core.training.batches import BatchMaker
-from selavi_core.training.constraints import FixedRows, constrained_sinkhorn
+from selavi_core.training.constraints import ConstrainedResult, FixedRows, constrained_sinkhorn
 from selavi_core.training.distributed import Context
 from selavi_core.training.state import TrainState
 
@@ -71,18 +71,26 @@ class Labeller:
         # for video and audio, filled by the first labelling's pass and then by every training batch.
         self.memory: tuple[np.ndarray, np.ndarray | None] | None = None
 
-    def ensure_prior_bases(self, st: TrainState, shared_rng: np.random.Generator) -> None:
-        """Draw each head's prior base once per run (and start from uniform marginals)."""
+    def ensure_prior_bases(self, st: TrainState, shared_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Draw each head's prior base once per run (and start from uniform marginals).
+
+        Returns ``(st.prior_bases, st.marginals)``, the (H, K) arrays themselves (writes into them are the state's).
+        """
         if st.prior_bases is None:
             heads = self.model.heads
             st.prior_bases = np.asarray(self.prior.draw(self.clusters, heads, shared_rng), dtype=np.float64)
             st.marginals = np.tile(np.full(self.clusters, 1.0 / self.clusters), (heads, 1))
+        if st.marginals is None:
+            raise ValueError("the training state has prior bases but no marginals")
+        return st.prior_bases, st.marginals
 
     def _align(self, fv: np.ndarray, fa: np.ndarray) -> None:
         """Permute each audio head's outputs to match its video head, once (first labelling)."""
         s, ctx = self.preset.schedule, self.ctx
         for h in range(self.model.heads):
             lv, la = head_log_posteriors(self.model, fv, fa, h, ctx.device)
+            if la is None:
+                raise ValueError("modality alignment needs separate audio heads (fusion='augment')")
             lv = distributed.gather_sample(ctx, lv, s.align_max_rows)
             la = distributed.gather_sample(ctx, la, s.align_max_rows)
             perm = None
@@ -104,16 +112,17 @@ class Labeller:
         n_total = len(self.rows)
         block = distributed.local_block(ctx, n_total)
         local_rows = self.rows[block]
-        self.ensure_prior_bases(st, shared_rng)
+        prior_bases, marginals = self.ensure_prior_bases(st, shared_rng)
         order = shared_rng.permutation(heads)
         groups = [order[g :: s.groups] for g in range(min(s.groups, heads))]
         labels = np.zeros((n_total, heads), np.int64)
         stats, agree = [], np.zeros(2, np.int64)
-        from_memory = self.memory is not None
+        memory = self.memory
+        from_memory = memory is not None
         keep = s.posteriors_from == "training" and not ctx.distributed
-        if keep and not from_memory:
+        if keep and memory is None:
             k = self.clusters
-            self.memory = (
+            memory = self.memory = (
                 np.zeros((heads, n_total, k), np.float32),
                 np.zeros((heads, n_total, k), np.float32) if self.model.fusion == "augment" else None,
             )
@@ -132,14 +141,16 @@ class Labeller:
                 if not st.aligned and s.align and self.model.fusion == "augment":
                     self._align(fv, fa)
             for h in group:
-                if from_memory:
-                    lv, la = self.memory[0][h], None if self.memory[1] is None else self.memory[1][h]
+                if from_memory and memory is not None:
+                    mem_v, mem_a = memory
+                    lv, la = mem_v[h], None if mem_a is None else mem_a[h]
                 else:
                     lv, la = head_log_posteriors(self.model, fv, fa, int(h), ctx.device)
-                    if keep:
-                        self.memory[0][h] = lv
-                        if la is not None:
-                            self.memory[1][h] = la
+                    if keep and memory is not None:
+                        mem_v, mem_a = memory
+                        mem_v[h] = lv
+                        if la is not None and mem_a is not None:
+                            mem_a[h] = la
                 if s.equalise_confidence and la is not None:
                     margins = distributed.allreduce(ctx, np.array([margin_sum(lv), margin_sum(la)])) / n_total
                     lv_t, la_t = equalise_confidence(lv, la, *margins)
@@ -148,10 +159,11 @@ class Labeller:
                     log_p = joint_log_posterior(lv, la, w_audio)
                 # log_p is a weighted mean of two log posteriors: doubling it gives p_v p_a at audio_weight 0.5
                 mass = distributed.allreduce(ctx, column_mass(log_p, power=1.0 if la is None else 2.0))
-                marginal = np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64)
+                marginal = np.asarray(self.prior.marginal(prior_bases[h], mass), np.float64)
                 marginal = distributed.broadcast_array(ctx, marginal)
-                st.marginals[h] = marginal
+                marginals[h] = marginal
                 solver = sinkhorn_knopp_distributed if ctx.distributed else sinkhorn_knopp
+                res: ConstrainedResult | SinkhornResult
                 if self.fixed is not None:  # pinned rows keep their cluster; the rest share what they leave
                     fixed = self.fixed.shard(block)
                     res = constrained_sinkhorn(log_p, marginal, fixed, solver=solver, **sk.solver_kwargs())
@@ -204,7 +216,7 @@ class Labeller:
             return
         with torch.no_grad():
             for mem, outs in zip(self.memory, (out_a, out_b), strict=True):
-                if mem is not None:
+                if mem is not None and outs is not None:  # both None exactly for concat fusion
                     logp = torch.log_softmax(torch.stack([o.detach().float() for o in outs]), dim=2)
                     new = logp.cpu().numpy()
                     m = self.preset.schedule.memory_momentum

@@ -24,8 +24,8 @@ from selavi_core.evaluation.metrics import nmi
 from selavi_core.model.inference import head_log_posteriors, joint_log_posterior
 from selavi_core.model.networks import SeLaViModel, self_label_loss
 from selavi_core.selflabel.priors import column_mass
-from selavi_core.selflabel.sinkhorn import sinkhorn_knopp
-from selavi_core.training.constraints import FixedRows, constrained_sinkhorn
+from selavi_core.selflabel.sinkhorn import SinkhornResult, sinkhorn_knopp
+from selavi_core.training.constraints import ConstrainedResult, FixedRows, constrained_sinkhorn
 
 
 def label_heads(
@@ -51,6 +51,7 @@ def label_heads(
         log_p = joint_log_posterior(lv, la, audio_weight)
         mass = column_mass(log_p, power=1.0 if la is None else 2.0)
         kw = sinkhorn.solver_kwargs()
+        res: ConstrainedResult | SinkhornResult
         if fixed is not None:
             res = constrained_sinkhorn(log_p, marginal(h, mass), fixed, **kw)
         else:
@@ -133,7 +134,7 @@ def refine_heads(
             record["fixed_rows"] = fixed.n_fixed
         if previous is not None:
             record["stability_nmi"] = round(float(nmi(previous[:, 0], labels[:, 0])), 4)
-        if known is not None and known.any():
+        if truth is not None and known is not None and known.any():
             scores = [float(nmi(truth[known], labels[known, h])) for h in range(model.heads)]
             record["nmi_gt_head0"], record["nmi_gt_best"] = round(scores[0], 4), round(max(scores), 4)
         previous = labels

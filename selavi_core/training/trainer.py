@@ -30,7 +30,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,7 +51,7 @@ from selavi_core.selflabel.priors import parse_prior
 from selavi_core.training import distributed
 from selavi_core.training.batches import BatchMaker
 from selavi_core.training.clip_cache import build_cache
-from selavi_core.training.constraints import LabelConstraints
+from selavi_core.training.constraints import FixedRows, LabelConstraints
 from selavi_core.training.contrast import CrossModalProjector, TrainingNet, correspondence_loss
 from selavi_core.training.distributed import Context, setup_context
 from selavi_core.training.labelling import Labeller, audio_weight
@@ -82,7 +84,7 @@ class Trainer:
         preset: Preset,
         *,
         ctx: Context,
-        log=print,
+        log: Callable[[str], None] = print,
         constraints: LabelConstraints | None = None,
     ):
         self.catalog_dir, self.out = Path(catalog_dir), Path(out_dir)
@@ -110,10 +112,11 @@ class Trainer:
         self.clusters = preset.model.clusters or (int(labels.nunique()) if self.gt is not None else 100)
         # human labels of another run (--labels-from): their rows keep one cluster per label in every labelling
         self.constraints = constraints
-        self.fixed = None if constraints is None else constraints.for_rows(ids, self.clusters)
-        self.constraints_info = None if constraints is None else constraints.summary(self.fixed)
-        if self.constraints_info is not None:
-            info = self.constraints_info
+        self.fixed: FixedRows | None = None
+        self.constraints_info: dict[str, Any] | None = None
+        if constraints is not None:
+            self.fixed = constraints.for_rows(ids, self.clusters)
+            self.constraints_info = info = constraints.summary(self.fixed)
             self.log(
                 f"labels from {info.get('run_dir', '?')} (head {info.get('head', '?')}): {len(constraints.names)} "
                 f"names, {info['fixed_rows']} clips pinned, {info['ignored_clips']} labelled clips not in this training"
@@ -153,7 +156,8 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------------------
     def _param_groups(self) -> list[dict]:
         """Audio encoder and heads in their own group, so their learning rate can be scaled."""
-        audio, other = [], []
+        audio: list[torch.nn.Parameter] = []
+        other: list[torch.nn.Parameter] = []
         for name, param in self.model.named_parameters():
             (audio if name.startswith(("audio_network.", "mlp_a")) else other).append(param)
         if self.projector is not None:
@@ -260,6 +264,7 @@ class Trainer:
                 rows_pos = order[b * bs : (b + 1) * bs]
                 video, audio = self.maker.batch(self.rows[rows_pos], train=True, rng=self.rng)
                 video, audio = self.precision.inputs(video, audio)
+                assert st.labels is not None, "the schedule labels at iteration 0, and a resumed run has labels"
                 y = torch.from_numpy(st.labels[rows_pos]).to(self.ctx.device)
                 with self.precision.autocast():
                     loss, step_parts = self._loss(video, audio, y, rows_pos)
@@ -304,7 +309,7 @@ class Trainer:
         st, spec = self.state, self.preset.refine
         if spec.rounds == 0 or st.refined:
             return None
-        self.labeller.ensure_prior_bases(st, self.shared_rng)
+        prior_bases, marginals = self.labeller.ensure_prior_bases(st, self.shared_rng)
         features = None
         if self.ctx.main:
             fv, fa = extract_features(
@@ -320,10 +325,10 @@ class Trainer:
 
             def marginal(h: int, mass: np.ndarray) -> np.ndarray:
                 if spec.target == "uniform":
-                    st.marginals[h] = np.full(self.clusters, 1.0 / self.clusters)
+                    marginals[h] = np.full(self.clusters, 1.0 / self.clusters)
                 else:
-                    st.marginals[h] = np.asarray(self.prior.marginal(st.prior_bases[h], mass), np.float64)
-                return st.marginals[h]
+                    marginals[h] = np.asarray(self.prior.marginal(prior_bases[h], mass), np.float64)
+                return marginals[h]
 
             records = refine_heads(
                 self.model,
@@ -346,7 +351,7 @@ class Trainer:
             features = (fv, fa)
         if self.ctx.distributed:
             distributed.broadcast_heads(self.ctx, self.model)
-            st.marginals = distributed.broadcast_array(self.ctx, st.marginals)
+            st.marginals = distributed.broadcast_array(self.ctx, marginals)
         st.refined = True
         if self.ctx.main:
             self.save()
@@ -403,7 +408,7 @@ def train(
     *,
     device: str = "auto",
     resume: bool = False,
-    log=print,
+    log: Callable[[str], None] = print,
     constraints: LabelConstraints | None = None,
 ) -> Path:
     """Train SeLaVi on a catalog and write the run folder (checkpoint, log, assignments).
