@@ -6,24 +6,30 @@ This one checks the claim the project rests on, on real media: sklearn digits sh
 the same digit (``selavi demo-data --fallback``, 30 clips per digit), ingested, trained, evaluated. It checks
 learning, not time.
 
-The run is cpu-small with overrides that make a few hundred clips learn within ~2.5 minutes of one core:
-2 heads, exactly 80 epochs (one labelling per epoch, as the preset does), batch 32 at Adam lr 2e-3, and the
+The run is cpu-small with overrides that make a few hundred clips learn within ~5 minutes of one core:
+2 heads, exactly 160 epochs (one labelling per epoch, as the preset does), batch 16 at Adam lr 2e-3, and the
 geometric, colour and spectrogram jitter off (the preset's jitter stops 3,000 clips being memorised over 162,000
-samples; over 24,000 samples it only slows learning: with it, 80 epochs at batch 64 reached best head 0.20, seed 1).
+samples; over 48,000 samples it only slows learning: with it, 80 epochs at batch 64 reached best head 0.20, seed 1).
 
-Calibration (single-threaded, 2 shared and busy cores, load ~5-6; NMI of the best head after training, against
-the best raw-input k-means baseline, which is raw log-mel statistics at 0.255; raw pixels 0.108, both 0.172):
+Why these numbers: over 300 clips learning climbs slowly and the path is chaotic (the CPU's floating-point path
+decides where a run stands after a thousand steps). Batch 32 for 80 epochs gave seed 1 best head 0.600 on the
+Zen 4 machine it was calibrated on and 0.333 on CI's (raw log-mel k-means 0.255: margin 0.078, the test failed);
+160 epochs at batch 32 still left seed 1 at 0.354 on a Sapphire Rapids machine. Twice the steps (batch 16) is
+what made every seed clear the margin. NMI of the best head, single-threaded, both cores busy; the best
+raw-input k-means baseline is raw log-mel statistics at 0.255 (raw pixels 0.108, both 0.172):
 
-    seed   best head   head 0   margin over raw   training wall
-    1      0.600       0.529    +0.345            147 s
-    2      0.674       0.674    +0.419            156 s
-    3      0.530       0.530    +0.275            161 s
-    4      0.652       0.652    +0.396            155 s
-    5      0.482       0.481    +0.227            154 s
+    batch  epochs  seed  machine           best head  head 0   margin over raw
+    32     80      1     Zen 4             0.600      0.529    +0.345
+    32     80      1     CI                0.333      0.318    +0.078  (failed)
+    32     80      2-5   Zen 4             0.48-0.67  0.48-0.67  +0.23-0.42
+    32     160     1     Sapphire Rapids   0.354      0.354    +0.099
+    32     160     3     Sapphire Rapids   0.659      0.659    +0.404
+    16     160     1     Sapphire Rapids   0.637      0.634    +0.382
+    16     160     2     Sapphire Rapids   0.740      0.733    +0.485  (before the exact alignment)
+    16     160     3     Sapphire Rapids   0.464      0.464    +0.209
 
-Every head used all 10 clusters (5.7-14.7% of the clips each). The test asserts a margin of 0.10 on seed 1:
-every calibration seed cleared it by 0.13 or more. Building the 300 clips took ~45 s on the busy machine, so the
-whole module takes ~3.5 minutes there.
+The test asserts a margin of 0.10 on seed 1, under half the smallest calibrated margin of this setting. Building
+the 300 clips takes ~45 s, training ~5 min alone on one core (~9 min when both cores are busy).
 """
 
 from __future__ import annotations
@@ -41,15 +47,16 @@ pytestmark = pytest.mark.slow
 
 CLIPS_PER_DIGIT = 30
 SEED = 1
-#: The best head's NMI must exceed every raw-input k-means baseline by this much (calibration: 0.23-0.42).
+#: The best head's NMI must exceed every raw-input k-means baseline by this much (calibration: 0.21-0.49).
 MARGIN = 0.10
-EPOCHS = 80
+EPOCHS = 160
+BATCH = 16
 RAW_KINDS = ("kmeans-raw-video", "kmeans-raw-audio", "kmeans-raw-concat")
 
 OVERRIDES: dict[str, dict[str, Any]] = {
     "model": {"heads": 2, "clusters": 10},
     # exactly EPOCHS epochs (no train_samples stretch), relabelled once an epoch like the preset
-    "optim": {"epochs": EPOCHS, "train_samples": None, "batch_size": 32, "lr": 2e-3, "seed": SEED},
+    "optim": {"epochs": EPOCHS, "train_samples": None, "batch_size": BATCH, "lr": 2e-3, "seed": SEED},
     "schedule": {"n_opts": EPOCHS + 1},
     "video": {"max_rotate_deg": 0.0, "max_shear": 0.0, "colour_augment": False},
     "audio": {"spec_augment": False, "max_time_stretch": 0.0, "max_freq_warp": 0.0},
@@ -106,7 +113,8 @@ def test_best_head_clearly_beats_kmeans_on_raw_inputs(learned):
 
 def test_heads_are_not_collapsed(learned):
     """Each head spreads the clips over all K clusters, none far above its 1/K share. Calibration (5 seeds x 2
-    heads): every cluster held 17-44 of the 300 clips (5.7-14.7%); the bounds are 1/(4K) and 2.5/K, well inside
+    heads, batch 32 for 80 epochs): every cluster held 17-44 of the 300 clips (5.7-14.7%); at the test's batch 16
+    for 160 epochs (seeds 1 and 3) 26-34; the bounds are 1/(4K) and 2.5/K, well inside
     the project's own collapse rules (selavi_core/training/diagnostics.py: half the clusters used, none above 55%)."""
     from selavi_core.runs.run import Run
 
