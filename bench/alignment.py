@@ -153,7 +153,11 @@ def main() -> None:
                     c_l = float(cost[np.arange(k), perm_l].sum())
                     gap = (c_s - c_l) / c_l
                     verdict = "equal" if abs(gap) <= REL_EQUAL else ("worse" if gap > 0 else "better")
-                    found = None if planted is None else (bool(np.array_equal(perm_s, planted)), bool(np.array_equal(perm_l, planted)))
+                    found = (
+                        None
+                        if planted is None
+                        else (bool(np.array_equal(perm_s, planted)), bool(np.array_equal(perm_l, planted)))
+                    )
                     rows.append({"k": k, "kind": kind, "verdict": verdict, "gap": gap, "t_s": t_s, "t_l": t_l,
                                  "t_d": t_matrix, "found": found})  # fmt: skip
                     print(

@@ -38,7 +38,12 @@ def _at_least(name: str, value: Any, low: float) -> None:
 
 
 def _within(name: str, value: Any, low: float, high: float, *, open_high: bool = False) -> None:
-    ok = isinstance(value, int | float) and math.isfinite(value) and low <= value and (value < high if open_high else value <= high)
+    ok = (
+        isinstance(value, int | float)
+        and math.isfinite(value)
+        and low <= value
+        and (value < high if open_high else value <= high)
+    )
     _require(ok, name, f"lie in [{low:g}, {high:g}{')' if open_high else ']'}", value)
 
 

@@ -126,9 +126,7 @@ def kmeans_labels(
         pool_size = min(train.shape[0], max(k, min(KMEANS_SEED_PER_CLUSTER * k, KMEANS_SEED_POOL_MAX)))
         best_obj, best_centroids = -np.inf, None
         for r in range(max(1, nredo)):
-            pool = (
-                train if pool_size == train.shape[0] else train[rng.choice(train.shape[0], pool_size, replace=False)]
-            )
+            pool = train if pool_size == train.shape[0] else train[rng.choice(train.shape[0], pool_size, replace=False)]
             km = faiss.Kmeans(
                 d, k, niter=niter, seed=seed + r, spherical=True, verbose=False,
                 max_points_per_centroid=KMEANS_TRAIN_PER_CLUSTER, min_points_per_centroid=1,

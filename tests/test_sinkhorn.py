@@ -115,7 +115,6 @@ def test_stopping_rule():
     assert capped.n_iter == 25 and capped.capped
 
 
-
 @pytest.mark.parametrize("check_every", [1, 7])
 def test_check_every_sets_when_the_stopping_rule_is_tested(check_every):
     log_p = make_log_p(1500, 30, seed=8)

@@ -186,7 +186,9 @@ class LabelStore:
         if self.run is None:
             if run_key is None and len(existing) == 1:
                 run_key = next(iter(existing))
-            if run_key is not None and run_key in existing:  # label-only access by URL: find the run where the log says it is
+            if (
+                run_key is not None and run_key in existing
+            ):  # label-only access by URL: find the run where the log says it is
                 run_dir = existing[run_key].get("run_dir")
                 if run_dir and Path(run_dir, "run.json").is_file():
                     self.run = Run(run_dir)

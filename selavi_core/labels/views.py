@@ -33,9 +33,18 @@ def history(
         evs = evs[: int(limit)]
     rows = [
         {
-            "id": e.id, "time": e.time, "annotator": e.annotator, "action": e.action, "head": e.head,
-            "summary": sem.describe(e), "undone": e.id in state.undone, "ref": e.ref, "target": json.dumps(e.target),
-            "old": json.dumps(e.old), "new": json.dumps(e.new), "source": e.source,
+            "id": e.id,
+            "time": e.time,
+            "annotator": e.annotator,
+            "action": e.action,
+            "head": e.head,
+            "summary": sem.describe(e),
+            "undone": e.id in state.undone,
+            "ref": e.ref,
+            "target": json.dumps(e.target),
+            "old": json.dumps(e.old),
+            "new": json.dumps(e.new),
+            "source": e.source,
         }  # fmt: skip
         for e in evs
     ]

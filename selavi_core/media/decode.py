@@ -196,7 +196,14 @@ def iter_window_frames(
 
 
 def decode_audio_window(
-    container: InputContainer, astream: AudioStream, origin: float, start: float, end: float, sample_rate: int, *, fresh: bool = True
+    container: InputContainer,
+    astream: AudioStream,
+    origin: float,
+    start: float,
+    end: float,
+    sample_rate: int,
+    *,
+    fresh: bool = True,
 ) -> np.ndarray:
     """Exactly ``round((end - start) * sample_rate)`` mono float32 samples of the window.
 

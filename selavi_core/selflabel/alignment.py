@@ -96,7 +96,6 @@ def _permuted_l1(pv: np.ndarray, pa: np.ndarray, perm: np.ndarray) -> float:  # 
     return total
 
 
-
 def _as_float_matrix(p: Any, name: str) -> np.ndarray:
     if hasattr(p, "detach"):  # a torch tensor: avoid importing torch here
         p = p.detach().cpu().numpy()

@@ -46,6 +46,7 @@ def agreement_matrices(labels: Sequence[np.ndarray], names: Sequence[str]) -> di
         "ari": pd.DataFrame(ari, index=names, columns=names),
     }
 
+
 @dataclass(frozen=True)
 class Contingency:
     """Counts of clips in (cluster of head A, cluster of head B), reordered to show structure."""

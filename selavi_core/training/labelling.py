@@ -204,9 +204,7 @@ class Labeller:
         if self.truth is not None:
             known = self.truth != -1
             record["nmi_gt_head0"] = round(float(nmi(self.truth[known], labels[known, 0])), 4)
-            record["nmi_gt_best"] = round(
-                max(float(nmi(self.truth[known], labels[known, h])) for h in range(heads)), 4
-            )
+            record["nmi_gt_best"] = round(max(float(nmi(self.truth[known], labels[known, h])) for h in range(heads)), 4)
         st.history.append(record)
         self.log("labelling " + json.dumps(record))
 
