@@ -40,6 +40,16 @@ def studio_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture()
+def studio_run_copy(studio_run: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A private copy of studio_run's run folder, without the label store, map and montages tests write into it."""
+    import shutil
+
+    dst = tmp_path / "run"
+    shutil.copytree(studio_run[1], dst, ignore=shutil.ignore_patterns("labels.sqlite*", "map", "montages"))
+    return dst
+
+
+@pytest.fixture()
 def one_torch_thread():
     """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's spinning threads
     made them up to 100x slower (0.06 s vs 2-7 s per step), so model unit tests run on one."""

@@ -45,10 +45,8 @@ from selavi_core.training.diagnostics import LOG_NAME, assess_training, read_tra
 
 
 @pytest.fixture()
-def run_dir(studio_run, tmp_path):
-    dst = tmp_path / "run"
-    shutil.copytree(studio_run[1], dst, ignore=shutil.ignore_patterns("labels.sqlite*", "map", "montages"))
-    return dst
+def run_dir(studio_run_copy):
+    return studio_run_copy
 
 
 @pytest.fixture()

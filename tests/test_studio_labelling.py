@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -31,10 +30,8 @@ from selavi_core.studio.labelling import (
 
 
 @pytest.fixture()
-def run_dir(studio_run, tmp_path):
-    dst = tmp_path / "run"
-    shutil.copytree(studio_run[1], dst, ignore=shutil.ignore_patterns("labels.sqlite*", "map", "montages"))
-    return dst
+def run_dir(studio_run_copy):
+    return studio_run_copy
 
 
 @pytest.fixture()
