@@ -197,6 +197,26 @@ def test_catalog_inside_the_source_is_not_ingested_on_a_rerun(small_av: Path, tm
     assert len(load_catalog(cat)) == 2
 
 
+def test_vggsound_clips_named_in_seconds_and_in_milliseconds(tmp_path: Path) -> None:
+    """Public VGG-Sound copies name clips ``<ytid>_<start>_<end>`` in seconds or in milliseconds: both ingest."""
+    src = tmp_path / "vgg"
+    names = ["a_b-C_30000_40000.mp4", "dEf-_9_000010_000020.mp4", "dog barking/x-y_12.5_22.5.mp4"]
+    for i, name in enumerate(names):
+        make_video(src / name, duration=1.0, fps=10, size=(48, 32), seed=i)
+    (src / "vggsound.csv").write_text(
+        "a_b-C,30,playing bagpipes,train\ndEf-_9,10,dog barking,test\nmissing,120,bird,test\n"
+    )
+    assert ingest(src, "--out", tmp_path / "cat") == 0  # --format auto finds vggsound.csv
+    df = load_catalog(tmp_path / "cat").set_index("source_id")
+    assert df.loc["a_b-C", ["label", "split", "status", "yt_start_s", "yt_end_s"]].tolist() == [
+        "playing bagpipes", "train", "ok", "30", "40",
+    ]  # fmt: skip
+    assert df.loc["dEf-_9", ["label", "split", "status", "yt_start_s"]].tolist() == ["dog barking", "test", "ok", "10"]
+    assert df.loc["x-y", ["status", "yt_start_s", "yt_end_s"]].tolist() == ["ok", "12.5", "22.5"]  # no row: unlabelled
+    assert pd.isna(df.loc["x-y", "label"])
+    assert df.loc["missing", "status"] == "error" and df.loc["missing", "path"].endswith("missing_000120_000130.mp4")
+
+
 # ------------------------------------------------------------------------------------------ failures
 
 

@@ -28,8 +28,10 @@ formats:
             a folder with labels.csv
               selavi ingest demo/labels.csv --format csv --out cat/demo
   vggsound  SOURCE holds clips named <ytid>_<start>_<end>.mp4 (flat or in folders) and the headerless
-            VGG-Sound CSV (ytid,start,label,split; default SOURCE/vggsound.csv, else --csv). CSV rows
-            without a file are reported as missing; files without a row are kept unlabelled
+            VGG-Sound CSV (ytid,start,label,split; default SOURCE/vggsound.csv, else --csv). The times
+            are seconds (abc_30_40, abc_000030_000040, abc_30.5_40.5) or milliseconds (abc_30000_40000):
+            end - start of at most 20 is seconds, of 20 to 20000 milliseconds. CSV rows without a file
+            are reported as missing; files without a row are kept unlabelled
               selavi ingest vggsound/ --format vggsound --csv vggsound.csv --out cat/vgg
   ave       SOURCE is the AVE_Dataset folder: videos in SOURCE/AVE/ (or SOURCE/), Annotations.txt
             (Category&VideoID&Quality&StartTime&EndTime; --annotations to point elsewhere) and
