@@ -519,6 +519,23 @@ PREVIEW = PreviewSpec()
 
 
 @dataclass(frozen=True)
+class CatalogSpec:
+    """The catalog folder's bookkeeping at scale: the probe journal and the clean-up of killed writes.
+
+    Not part of ``PreviewSpec`` on purpose: that one keys the preview files, and these numbers do not
+    change what a preview looks like.
+    """
+
+    # ``selavi ingest`` appends each probe to a journal and hands it to the OS every this many files or
+    # seconds, whichever comes first: a killed ingest loses at most that much probing.
+    probe_journal_flush_files: int = 500
+    probe_journal_flush_s: float = 1.0
+
+
+CATALOG = CatalogSpec()
+
+
+@dataclass(frozen=True)
 class StudioSpec:
     """The Studio's browsing and map parameters (sizes a browser and two CPU cores handle comfortably)."""
 

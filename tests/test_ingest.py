@@ -6,6 +6,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -101,6 +105,7 @@ def test_folder_ingest_of_good_and_broken_media(
     assert info["catalog_hash"] == catalog_hash(cat)
     assert info["probe"]["probed"] == len(expected) and info["probe"]["cached"] == 0
     assert (cat / "probe_cache.parquet").is_file()
+    assert not (cat / "probe_cache.journal.jsonl").exists()  # folded into the cache
     assert not [p for p in cat.iterdir() if p.name.endswith(".tmp")]
 
     # a re-run: same ids, same bytes, and nothing is probed again
@@ -108,7 +113,8 @@ def test_folder_ingest_of_good_and_broken_media(
     assert ingest(root, "--format", "folder", "--out", cat) == 0
     assert load_catalog(cat)["clip_id"].tolist() == ids
     assert catalog_hash(cat) == first_hash
-    assert meta(cat)["probe"] == {"probed": 0, "cached": len(expected), "workers": meta(cat)["probe"]["workers"]}
+    probe = meta(cat)["probe"]
+    assert probe == {"probed": 0, "cached": len(expected), "resumed": 0, "workers": probe["workers"]}
     assert "0 probed" in capsys.readouterr().out
 
 
@@ -185,6 +191,73 @@ def test_probe_cache_reprobes_only_changed_files(small_av: Path, tmp_path: Path)
     assert (third.n_probed, third.n_cached) == (1, 1)
     cache = pd.read_parquet(cat / "probe_cache.parquet")
     assert len(cache) == 2  # the stale entry of a.mp4 was replaced, not kept
+
+
+#: ``selavi ingest --format folder SOURCE --out CATALOG_DIR`` in a child process whose probes each take 20 ms
+#: longer than they do (the real probe still opens every file), so the test can kill it part-way.
+_SLOW_INGEST = """
+import sys, time
+import selavi_core.media as media
+real = media.probe
+def slow(path):
+    time.sleep(0.02)
+    return real(path)
+media.probe = slow
+from selavi_core.cli import main
+sys.exit(main(["ingest", sys.argv[1], "--format", "folder", "--out", sys.argv[2], "--workers", "1"]))
+"""
+
+
+def _complete_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_a_killed_ingest_resumes_without_reprobing_what_it_did(tmp_path: Path) -> None:
+    n = 200
+    one = make_video(tmp_path / "one.mp4", duration=1.0, fps=10, size=(48, 32), seed=3)
+    src = tmp_path / "src"
+    for i in range(n):  # hard links: each name is its own file to the catalog, and is opened to be probed
+        (src / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        os.link(one, src / f"d{i % 10}" / f"c{i:03d}.mp4")
+    cat = tmp_path / "cat"
+    journal = cat / "probe_cache.journal.jsonl"
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "SELAVI_NO_PROGRESS": "1",
+        "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
+    }
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_INGEST, str(src), str(cat)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while _complete_lines(journal) < 20:  # the journal reaches the disk while probing goes on
+            assert child.poll() is None, f"the ingest ended (exit {child.returncode}) before it could be killed"
+            assert time.monotonic() < deadline, "no probe was journalled within 120 s"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    done = _complete_lines(journal)
+    assert 20 <= done < n
+    assert not (cat / "clips.parquet").exists() and not (cat / "probe_cache.parquet").exists()
+    with open(journal, "a") as f:  # what a kill in the middle of a write leaves: a line cut short
+        f.write('{"path": "' + str(src / "d0" / "c000.mp4") + '", "size": 12')
+
+    specs = read_layout(src, "folder")
+    report = build_catalog(specs, cat, source=src, workers=2)
+    assert (report.n_probed, report.n_cached, report.n_resumed) == (n - done, done, done)
+    assert f"{n - done} probed, {done} from the probe cache ({done} from an interrupted run)" in report.summary()
+    assert not journal.exists()  # folded into the cache
+    assert len(pd.read_parquet(cat / "probe_cache.parquet")) == n
+    assert meta(cat)["probe"] | {"workers": 2} == {"probed": n - done, "cached": done, "resumed": done, "workers": 2}
+    uninterrupted = build_catalog(specs, tmp_path / "fresh", source=src, workers=2)
+    assert uninterrupted.catalog_hash == report.catalog_hash  # journalled probes give the same catalog
+    again = build_catalog(specs, cat, source=src, workers=2)
+    assert (again.n_probed, again.n_cached, again.n_resumed) == (0, n, 0)
 
 
 def test_catalog_inside_the_source_is_not_ingested_on_a_rerun(small_av: Path, tmp_path: Path) -> None:

@@ -11,9 +11,11 @@ FORMATS = ("auto", "tree", "folder", "csv", "vggsound", "ave", "kinetics")
 
 DESCRIPTION = """\
 Read SOURCE in one of the layouts below, probe every video once (in parallel; unchanged files are
-taken from CATALOG_DIR/probe_cache.parquet on a re-run) and write CATALOG_DIR/clips.parquet (one row
-per clip: opaque stable clip_id, path, window start_s..end_s, label, split, duration, fps, size,
-audio, status ok|error with a reason) and CATALOG_DIR/catalog.json (source, counts, hash).
+taken from CATALOG_DIR/probe_cache.parquet on a re-run, and a killed ingest resumes from its journal,
+probe_cache.journal.jsonl, without probing again what it had done) and write
+CATALOG_DIR/clips.parquet (one row per clip: opaque stable clip_id, path, window start_s..end_s,
+label, split, duration, fps, size, audio, status ok|error with a reason) and CATALOG_DIR/catalog.json
+(source, counts, hash).
 A missing or undecodable file is an error row with its reason, never a silent skip.
 
 formats:
