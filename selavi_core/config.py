@@ -530,6 +530,12 @@ class CatalogSpec:
     # seconds, whichever comes first: a killed ingest loses at most that much probing.
     probe_journal_flush_files: int = 500
     probe_journal_flush_s: float = 1.0
+    # A temporary of an atomic write (``.NAME.<pid>.<rand>.tmp.SUFFIX``, or the older ``.part``) that nothing
+    # has written to for this long is an orphan of a killed process and is removed...
+    orphan_temp_age_s: float = 3600.0
+    # ... and sooner, after this long, when its writer's pid is not alive on this machine (the wait spares a
+    # writer on another machine sharing the folder, whose pid means nothing here and whose file is still growing).
+    orphan_temp_dead_pid_age_s: float = 60.0
 
 
 CATALOG = CatalogSpec()

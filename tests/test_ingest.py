@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from media_factory import make_video
+from test_io import age, killed_write
 
 from selavi_core.catalog import (
     CATALOG_COLUMNS,
@@ -246,12 +247,14 @@ def test_a_killed_ingest_resumes_without_reprobing_what_it_did(tmp_path: Path) -
     assert not (cat / "clips.parquet").exists() and not (cat / "probe_cache.parquet").exists()
     with open(journal, "a") as f:  # what a kill in the middle of a write leaves: a line cut short
         f.write('{"path": "' + str(src / "d0" / "c000.mp4") + '", "size": 12')
+    orphan = age(killed_write(cat / "clips.parquet"), 120)  # and a catalog write killed half-way
 
     specs = read_layout(src, "folder")
     report = build_catalog(specs, cat, source=src, workers=2)
     assert (report.n_probed, report.n_cached, report.n_resumed) == (n - done, done, done)
     assert f"{n - done} probed, {done} from the probe cache ({done} from an interrupted run)" in report.summary()
     assert not journal.exists()  # folded into the cache
+    assert not orphan.exists()
     assert len(pd.read_parquet(cat / "probe_cache.parquet")) == n
     assert meta(cat)["probe"] | {"workers": 2} == {"probed": n - done, "cached": done, "resumed": done, "workers": 2}
     uninterrupted = build_catalog(specs, tmp_path / "fresh", source=src, workers=2)

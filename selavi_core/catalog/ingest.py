@@ -45,7 +45,7 @@ from selavi_core.catalog.schema import (
     catalog_hash,
 )
 from selavi_core.errors import CatalogError, MediaError
-from selavi_core.io import atomic_write, atomic_write_text
+from selavi_core.io import atomic_write, atomic_write_text, remove_orphan_temps
 from selavi_core.progress import progress
 
 #: Salt of the clip-id hash (blake2b ``person``, at most 16 bytes). Changing it changes every id.
@@ -432,6 +432,10 @@ def build_catalog(
     specs = [s if os.path.isabs(s.path) else _absolute(s) for s in specs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # a killed ingest's half-written clips.parquet or probe cache (the journal is kept: it is the resume)
+    remove_orphan_temps(
+        out, max_age_s=config.CATALOG.orphan_temp_age_s, dead_pid_age_s=config.CATALOG.orphan_temp_dead_pid_age_s
+    )
     root = source_root(source, specs)
     ids = _clip_ids(specs, root)
 
