@@ -519,6 +519,29 @@ PREVIEW = PreviewSpec()
 
 
 @dataclass(frozen=True)
+class CatalogSpec:
+    """The catalog folder's bookkeeping at scale: the probe journal and the clean-up of killed writes.
+
+    Not part of ``PreviewSpec`` on purpose: that one keys the preview files, and these numbers do not
+    change what a preview looks like.
+    """
+
+    # ``selavi ingest`` appends each probe to a journal and hands it to the OS every this many files or
+    # seconds, whichever comes first: a killed ingest loses at most that much probing.
+    probe_journal_flush_files: int = 500
+    probe_journal_flush_s: float = 1.0
+    # A temporary of an atomic write (``.NAME.<pid>.<rand>.tmp.SUFFIX``, or the older ``.part``) that nothing
+    # has written to for this long is an orphan of a killed process and is removed...
+    orphan_temp_age_s: float = 3600.0
+    # ... and sooner, after this long, when its writer's pid is not alive on this machine (the wait spares a
+    # writer on another machine sharing the folder, whose pid means nothing here and whose file is still growing).
+    orphan_temp_dead_pid_age_s: float = 60.0
+
+
+CATALOG = CatalogSpec()
+
+
+@dataclass(frozen=True)
 class StudioSpec:
     """The Studio's browsing and map parameters (sizes a browser and two CPU cores handle comfortably)."""
 

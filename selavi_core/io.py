@@ -13,6 +13,9 @@ the rename and the folder after it (the rename is an entry in the folder). Rebui
 (previews, map caches) pass ``durable=False``: losing one costs a rebuild, and fsyncing thousands of
 small files would cost more.
 
+A process killed in the middle of a write (SIGKILL, a power cut) cannot remove its temporary;
+``remove_orphan_temps`` does, at the start of the next run that writes into that folder.
+
 ``file_hash`` is the one hash of a file's bytes used in provenance (catalog hash, checkpoint hash,
 run hash, export sha256): sha256, hex, by default the first 16 characters.
 """
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,6 +87,59 @@ def temp_sibling(path: PathLike) -> Path:
     """
     p = Path(path)
     return p.with_name(f".{p.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{p.suffix}")
+
+
+#: What ``temp_sibling`` names (``.clips.<pid>.<rand>.tmp.parquet``) and what earlier versions named ``.part``
+#: (``.clips.<pid>.<rand>.part.parquet``): hidden, the writer's pid, 8 hex characters, then the suffix.
+_TEMP_NAME = re.compile(r"^\..+\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.(?:tmp|part)(?:\.[^.]+)?$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (True where that cannot be asked safely)."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user's
+        return True
+    return True
+
+
+def remove_orphan_temps(folder: PathLike, *, max_age_s: float, dead_pid_age_s: float) -> int:
+    """Remove the temporaries of atomic writes that killed processes left in ``folder``; how many were removed.
+
+    A temporary is an orphan when nothing has written to it for ``max_age_s`` seconds, or for
+    ``dead_pid_age_s`` seconds when the pid in its name is not alive on this machine. The short wait
+    spares a writer on another machine sharing the folder (its pid means nothing here; its file is
+    still growing); the long one catches orphans whose pid was reused. Only files named like
+    ``temp_sibling``'s (or the ``.part`` ones of earlier versions) are touched; subfolders are not.
+    """
+    removed = 0
+    now = time.time()
+    try:
+        entries = os.scandir(str(folder))
+    except OSError:  # no folder yet: nothing to clean
+        return 0
+    with entries:
+        for entry in entries:
+            m = _TEMP_NAME.match(entry.name)
+            if m is None or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                age = now - entry.stat(follow_symlinks=False).st_mtime
+            except OSError:  # gone meanwhile: its writer finished
+                continue
+            if age >= max_age_s or (age >= dead_pid_age_s and not pid_alive(int(m["pid"]))):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    continue
+                removed += 1
+    return removed
 
 
 @contextmanager

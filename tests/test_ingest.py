@@ -6,11 +6,16 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from media_factory import make_video
+from test_io import age, killed_write
 
 from selavi_core.catalog import (
     CATALOG_COLUMNS,
@@ -101,6 +106,7 @@ def test_folder_ingest_of_good_and_broken_media(
     assert info["catalog_hash"] == catalog_hash(cat)
     assert info["probe"]["probed"] == len(expected) and info["probe"]["cached"] == 0
     assert (cat / "probe_cache.parquet").is_file()
+    assert not (cat / "probe_cache.journal.jsonl").exists()  # folded into the cache
     assert not [p for p in cat.iterdir() if p.name.endswith(".tmp")]
 
     # a re-run: same ids, same bytes, and nothing is probed again
@@ -108,7 +114,8 @@ def test_folder_ingest_of_good_and_broken_media(
     assert ingest(root, "--format", "folder", "--out", cat) == 0
     assert load_catalog(cat)["clip_id"].tolist() == ids
     assert catalog_hash(cat) == first_hash
-    assert meta(cat)["probe"] == {"probed": 0, "cached": len(expected), "workers": meta(cat)["probe"]["workers"]}
+    probe = meta(cat)["probe"]
+    assert probe == {"probed": 0, "cached": len(expected), "resumed": 0, "workers": probe["workers"]}
     assert "0 probed" in capsys.readouterr().out
 
 
@@ -187,6 +194,75 @@ def test_probe_cache_reprobes_only_changed_files(small_av: Path, tmp_path: Path)
     assert len(cache) == 2  # the stale entry of a.mp4 was replaced, not kept
 
 
+#: ``selavi ingest --format folder SOURCE --out CATALOG_DIR`` in a child process whose probes each take 20 ms
+#: longer than they do (the real probe still opens every file), so the test can kill it part-way.
+_SLOW_INGEST = """
+import sys, time
+import selavi_core.media as media
+real = media.probe
+def slow(path):
+    time.sleep(0.02)
+    return real(path)
+media.probe = slow
+from selavi_core.cli import main
+sys.exit(main(["ingest", sys.argv[1], "--format", "folder", "--out", sys.argv[2], "--workers", "1"]))
+"""
+
+
+def _complete_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_a_killed_ingest_resumes_without_reprobing_what_it_did(tmp_path: Path) -> None:
+    n = 200
+    one = make_video(tmp_path / "one.mp4", duration=1.0, fps=10, size=(48, 32), seed=3)
+    src = tmp_path / "src"
+    for i in range(n):  # hard links: each name is its own file to the catalog, and is opened to be probed
+        (src / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        os.link(one, src / f"d{i % 10}" / f"c{i:03d}.mp4")
+    cat = tmp_path / "cat"
+    journal = cat / "probe_cache.journal.jsonl"
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "SELAVI_NO_PROGRESS": "1",
+        "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
+    }
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_INGEST, str(src), str(cat)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while _complete_lines(journal) < 20:  # the journal reaches the disk while probing goes on
+            assert child.poll() is None, f"the ingest ended (exit {child.returncode}) before it could be killed"
+            assert time.monotonic() < deadline, "no probe was journalled within 120 s"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    done = _complete_lines(journal)
+    assert 20 <= done < n
+    assert not (cat / "clips.parquet").exists() and not (cat / "probe_cache.parquet").exists()
+    with open(journal, "a") as f:  # what a kill in the middle of a write leaves: a line cut short
+        f.write('{"path": "' + str(src / "d0" / "c000.mp4") + '", "size": 12')
+    orphan = age(killed_write(cat / "clips.parquet"), 120)  # and a catalog write killed half-way
+
+    specs = read_layout(src, "folder")
+    report = build_catalog(specs, cat, source=src, workers=2)
+    assert (report.n_probed, report.n_cached, report.n_resumed) == (n - done, done, done)
+    assert f"{n - done} probed, {done} from the probe cache ({done} from an interrupted run)" in report.summary()
+    assert not journal.exists()  # folded into the cache
+    assert not orphan.exists()
+    assert len(pd.read_parquet(cat / "probe_cache.parquet")) == n
+    assert meta(cat)["probe"] | {"workers": 2} == {"probed": n - done, "cached": done, "resumed": done, "workers": 2}
+    uninterrupted = build_catalog(specs, tmp_path / "fresh", source=src, workers=2)
+    assert uninterrupted.catalog_hash == report.catalog_hash  # journalled probes give the same catalog
+    again = build_catalog(specs, cat, source=src, workers=2)
+    assert (again.n_probed, again.n_cached, again.n_resumed) == (0, n, 0)
+
+
 def test_catalog_inside_the_source_is_not_ingested_on_a_rerun(small_av: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(small_av, src)
@@ -195,6 +271,26 @@ def test_catalog_inside_the_source_is_not_ingested_on_a_rerun(small_av: Path, tm
     shutil.copy(src / "seven" / "a.mp4", cat / "preview.mp4")  # what `selavi previews` would add
     assert ingest(src, "--format", "folder", "--out", cat) == 0
     assert len(load_catalog(cat)) == 2
+
+
+def test_vggsound_clips_named_in_seconds_and_in_milliseconds(tmp_path: Path) -> None:
+    """Public VGG-Sound copies name clips ``<ytid>_<start>_<end>`` in seconds or in milliseconds: both ingest."""
+    src = tmp_path / "vgg"
+    names = ["a_b-C_30000_40000.mp4", "dEf-_9_000010_000020.mp4", "dog barking/x-y_12.5_22.5.mp4"]
+    for i, name in enumerate(names):
+        make_video(src / name, duration=1.0, fps=10, size=(48, 32), seed=i)
+    (src / "vggsound.csv").write_text(
+        "a_b-C,30,playing bagpipes,train\ndEf-_9,10,dog barking,test\nmissing,120,bird,test\n"
+    )
+    assert ingest(src, "--out", tmp_path / "cat") == 0  # --format auto finds vggsound.csv
+    df = load_catalog(tmp_path / "cat").set_index("source_id")
+    assert df.loc["a_b-C", ["label", "split", "status", "yt_start_s", "yt_end_s"]].tolist() == [
+        "playing bagpipes", "train", "ok", "30", "40",
+    ]  # fmt: skip
+    assert df.loc["dEf-_9", ["label", "split", "status", "yt_start_s"]].tolist() == ["dog barking", "test", "ok", "10"]
+    assert df.loc["x-y", ["status", "yt_start_s", "yt_end_s"]].tolist() == ["ok", "12.5", "22.5"]  # no row: unlabelled
+    assert pd.isna(df.loc["x-y", "label"])
+    assert df.loc["missing", "status"] == "error" and df.loc["missing", "path"].endswith("missing_000120_000130.mp4")
 
 
 # ------------------------------------------------------------------------------------------ failures

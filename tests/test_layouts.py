@@ -130,11 +130,57 @@ def test_csv_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
 
 
 def test_segment_names_are_parsed_from_the_right() -> None:
-    assert parse_segment_name("-a_b-C_d1234_000030_000040") == ("-a_b-C_d1234", 30, 40)
-    assert parse_segment_name("--_x_5_15") == ("--_x", 5, 15)
+    assert parse_segment_name("-a_b-C_d1234_000030_000040") == ("-a_b-C_d1234", 30, 40, "s")
+    assert parse_segment_name("--_x_5_15") == ("--_x", 5, 15, "s")
     assert parse_segment_name("abc_30") is None
     assert parse_segment_name("_30_40") is None
     assert parse_segment_name("abc_3a_40") is None
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [
+        ("000001_30_40", ("000001", 30, 40, "s")),  # seconds: the clip is 10 long
+        ("abc_30.5_40.5", ("abc", 30.5, 40.5, "s")),  # seconds with decimals
+        ("abc_0_10", ("abc", 0, 10, "s")),
+        ("abc_100_104", ("abc", 100, 104, "s")),  # a clip cut short at the end of its video
+        ("a_b-c_30000_40000", ("a_b-c", 30, 40, "ms")),  # milliseconds: 10,000 long
+        ("a_b-c_000030000_000040000", ("a_b-c", 30, 40, "ms")),
+        ("abc_0_10000", ("abc", 0, 10, "ms")),
+        ("abc_30500_40500", ("abc", 30.5, 40.5, "ms")),
+        ("abc_30000_30500", ("abc", 30, 30.5, "ms")),  # 500 s is no clip; 500 ms is a short one
+        ("abc_0_20", ("abc", 0, 20, "s")),  # the longest clip in seconds ...
+        ("abc_0_21", ("abc", 0, 0.021, "ms")),  # ... and beyond it, milliseconds
+        ("abc_40_30", None),  # ends before it starts
+        ("abc_30_30", None),
+        ("abc_0_20001", None),  # over 20 s even in milliseconds
+    ],
+)
+def test_segment_names_in_seconds_or_milliseconds(stem: str, expected: tuple | None) -> None:
+    seg = parse_segment_name(stem)
+    assert seg == expected
+    if seg is not None and float(seg.start_s).is_integer():
+        assert isinstance(seg.start_s, int)  # 30, not 30.0, reaches the catalog's extra columns
+
+
+def test_vggsound_matches_millisecond_names_and_names_missing_files_alike(tmp_path: Path) -> None:
+    touch(tmp_path, "a_b-C_30000_40000.mp4", "Zz9_q_7500_17500.mp4", "dog/x-y_0_10000.mp4")
+    (tmp_path / "vggsound.csv").write_text(
+        "a_b-C,30,playing bagpipes,train\nx-y,0,dog barking,test\nZz9_q,7,cat,train\nmissing,120,bird,test\n"
+    )
+    specs = by_name(read_layout(tmp_path, "vggsound"))
+    a = specs["a_b-C_30000_40000.mp4"]
+    assert (a.label, a.split, a.source_id, a.extra) == (
+        "playing bagpipes",
+        "train",
+        "a_b-C",
+        {"yt_start_s": 30, "yt_end_s": 40},
+    )
+    assert (specs["x-y_0_10000.mp4"].label, specs["x-y_0_10000.mp4"].source_id) == ("dog barking", "x-y")
+    half = specs["Zz9_q_7500_17500.mp4"]  # starts at 7.5 s: no row (the CSV's starts are whole seconds)
+    assert (half.label, half.source_id, half.extra) == (None, "Zz9_q", {"yt_start_s": 7.5, "yt_end_s": 17.5})
+    assert specs["missing_120000_130000.mp4"].label == "bird"  # named in milliseconds, like the rest
+    assert specs["Zz9_q_7000_17000.mp4"].label == "cat"  # the cat row's expected file, missing
 
 
 def test_vggsound_matches_rows_to_files_by_id_and_start(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from media_factory import make_video, nearest_source_frame
 from PIL import Image
+from test_io import age, killed_write
 
 from selavi_core.cli import main as selavi_main
 from selavi_core.config import PREVIEW
@@ -174,6 +175,35 @@ def test_cli_previews_writes_index(bad_media_dir, tmp_path, capsys):
         assert (catalog / "previews" / rows.loc[cid, "mp4"]).is_file()
         assert (catalog / "previews" / rows.loc[cid, "poster"]).is_file()
     assert "2 of 3" in capsys.readouterr().out
+
+
+def test_previews_remove_the_half_files_of_killed_builds(bad_media_dir, tmp_path, capsys):
+    root, _ = bad_media_dir
+    catalog = tmp_path / "cat"
+    previews = catalog / "previews"
+    previews.mkdir(parents=True)
+    pd.DataFrame(
+        {"clip_id": ["a"], "path": [str(root / "ok_h264_aac.mp4")], "start_s": [0.0], "end_s": [1.0], "status": ["ok"]}
+    ).to_parquet(catalog / "clips.parquet")
+    killed_mp4 = age(killed_write(previews / "0123456789abcdef01234567.mp4"), 120)
+    killed_jpg = age(killed_write(previews / "0123456789abcdef01234567.jpg"), 120)
+    just_now = killed_write(previews / "fedcba9876543210fedcba98.mp4")  # maybe another machine's build, going on
+    dead_pid = killed_mp4.name.split(".")[-4]
+    old_part = previews / f".fedcba9876543210fedcba98.{dead_pid}.0a1b2c3d.part.jpg"  # the earlier naming
+    old_part.write_bytes(b"half a poster")
+    age(old_part, 7200)
+    assert selavi_main(["previews", str(catalog), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 3 half-written files" in out and "1 of 1 clips ready" in out
+    assert not killed_mp4.exists() and not killed_jpg.exists() and not old_part.exists()
+    assert just_now.exists()
+
+    # a build on demand (the Studio's) cleans its folder before its first build too
+    elsewhere = tmp_path / "on-demand"
+    elsewhere.mkdir()
+    orphan = age(killed_write(elsewhere / "0123456789abcdef01234567.mp4"), 120)
+    files = ensure_preview(root / "ok_h264_aac.mp4", 0.0, 1.0, elsewhere)
+    assert files.mp4.is_file() and not orphan.exists()
 
 
 def test_cli_previews_without_catalog_fails_cleanly(tmp_path, capsys):

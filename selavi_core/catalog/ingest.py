@@ -5,6 +5,12 @@ kept in ``probe_cache.parquet`` keyed by (absolute path, size, mtime_ns), so re-
 data set only probes what changed. Every spec becomes a row: a file that is missing or does not
 decode is an ``error`` row with a human reason, never a silent skip.
 
+Probes are also appended, as they come, to ``probe_cache.journal.jsonl`` (one JSON line a file, handed
+to the OS every ``config.CATALOG.probe_journal_flush_files`` files or ``..._flush_s`` seconds). A killed
+ingest of 100,000 files therefore leaves what it probed in the journal, and the next run takes those
+from it instead of opening the files again. At the end of a run the journal is folded into the
+parquet cache (written atomically) and removed; a line cut short by the kill is ignored.
+
 Clip ids are opaque and stable: a salted hash of (path relative to the source root, window), so
 they neither leak the class (``playing_bagpipes/abc.mp4``) nor change between runs or machines.
 """
@@ -39,7 +45,7 @@ from selavi_core.catalog.schema import (
     catalog_hash,
 )
 from selavi_core.errors import CatalogError, MediaError
-from selavi_core.io import atomic_write, atomic_write_text
+from selavi_core.io import atomic_write, atomic_write_text, remove_orphan_temps
 from selavi_core.progress import progress
 
 #: Salt of the clip-id hash (blake2b ``person``, at most 16 bytes). Changing it changes every id.
@@ -77,7 +83,8 @@ class IngestReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     n_files: int = 0
     n_probed: int = 0  # files actually opened this time
-    n_cached: int = 0  # files whose probe came from probe_cache.parquet
+    n_cached: int = 0  # files whose probe came from the probe cache (its journal included)
+    n_resumed: int = 0  # of those, the ones an interrupted run had journalled
     catalog_hash: str = ""
     seconds: float = 0.0
 
@@ -88,7 +95,9 @@ class IngestReport:
     def summary(self, max_reasons: int = 5) -> str:
         lines = [
             f"{self.n_clips} clips: {self.n_ok} ok, {self.n_error} error "
-            f"({self.n_files} files: {self.n_probed} probed, {self.n_cached} from the probe cache, {self.seconds:.1f} s)"
+            f"({self.n_files} files: {self.n_probed} probed, {self.n_cached} from the probe cache"
+            + (f" ({self.n_resumed} from an interrupted run)" if self.n_resumed else "")
+            + f", {self.seconds:.1f} s)"
         ]
         for reason, count in list(self.reasons.items())[:max_reasons]:
             lines.append(f"  {count:>6}  {reason}  e.g. {', '.join(self.examples.get(reason, []))}")
@@ -190,6 +199,66 @@ def _isna(v: Any) -> bool:
         return False
 
 
+def journal_path(cache_file: Path) -> Path:
+    """The append-only journal beside a probe cache: ``probe_cache.parquet`` -> ``probe_cache.journal.jsonl``."""
+    return cache_file.with_name(f"{cache_file.stem}.journal.jsonl")
+
+
+def _load_journal(path: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """The probes a journal holds; a line cut short (the write a kill interrupted) or foreign is skipped."""
+    out: dict[tuple[str, int, int], dict[str, Any]] = {}
+    try:
+        f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below; absent is common)
+    except OSError:
+        return out
+    with f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # the last line, cut short
+            try:
+                row = json.loads(line)
+                if row.get("version") != PROBE_CACHE_VERSION:
+                    continue
+                key = (str(row["path"]), int(row["size"]), int(row["mtime_ns"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            out[key] = {f: row.get(f) for f in (*MEDIA_FIELDS, "reason")}
+    return out
+
+
+class _Journal:
+    """Appends probes as JSON lines and hands them to the OS every ``flush_files`` files or ``flush_s`` seconds.
+
+    Not fsynced: the OS keeps what was handed to it when the process is killed, and after a power cut a
+    lost journal only costs a re-probe. Opened on the first probe, so a run with nothing to probe leaves
+    no file.
+    """
+
+    def __init__(self, path: Path, flush_files: int, flush_s: float):
+        self.path, self.flush_files, self.flush_s = path, max(1, flush_files), flush_s
+        self._file: Any = None
+        self._pending = 0
+        self._last = time.monotonic()
+
+    def add(self, key: tuple[str, int, int], rec: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        path, size, mtime_ns = key
+        row = {"path": path, "size": size, "mtime_ns": mtime_ns, "version": PROBE_CACHE_VERSION}
+        row.update({f: rec.get(f) for f in (*MEDIA_FIELDS, "reason")})
+        self._file.write(json.dumps(row) + "\n")  # ASCII: a path's undecodable bytes survive as \udcXX
+        self._pending += 1
+        now = time.monotonic()
+        if self._pending >= self.flush_files or now - self._last >= self.flush_s:
+            self._file.flush()
+            self._pending, self._last = 0, now
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def _write_probe_cache(path: Path, entries: dict[tuple[str, int, int], dict[str, Any]]) -> None:
     rows = [
         {
@@ -209,32 +278,62 @@ def _write_probe_cache(path: Path, entries: dict[tuple[str, int, int], dict[str,
         df.to_parquet(tmp, index=False)
 
 
-def probe_files(paths: Sequence[str], cache_file: Path, *, workers: int) -> tuple[dict[str, dict[str, Any]], int, int]:
-    """``{path: probe record}`` for ``paths`` plus (probed, from cache) counts; updates ``cache_file``."""
+@dataclass(frozen=True)
+class ProbeCounts:
+    """How ``probe_files`` got its records: opened now, from the cache, and of those from a killed run's journal."""
+
+    probed: int
+    cached: int
+    resumed: int
+
+
+def probe_files(
+    paths: Sequence[str], cache_file: Path, *, workers: int
+) -> tuple[dict[str, dict[str, Any]], ProbeCounts]:
+    """``{path: probe record}`` for ``paths`` and how many were probed; updates ``cache_file``.
+
+    Each new probe is journalled as it comes (``journal_path(cache_file)``), so a run killed part-way
+    leaves them for the next one; at the end the journal is folded into ``cache_file`` and removed.
+    """
     from selavi_core.media import probe  # PyAV: imported only when media is actually opened
 
-    cache = _load_probe_cache(cache_file)
+    saved = _load_probe_cache(cache_file)
+    journal_file = journal_path(cache_file)
+    journalled = _load_journal(journal_file)
+    cache = {**saved, **journalled}
     keys = {p: _file_key(p) for p in paths}
     results: dict[str, dict[str, Any]] = {}
     todo: list[str] = []
+    resumed = 0
     for p in paths:
         k = keys[p]
-        hit = cache.get((p, *k)) if k is not None else None
+        key = (p, *k) if k is not None else None
+        hit = cache.get(key) if key is not None else None
         if hit is not None:
             results[p] = hit
+            resumed += key not in saved
         else:
             todo.append(p)
     if todo:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        journal = _Journal(journal_file, config.CATALOG.probe_journal_flush_files, config.CATALOG.probe_journal_flush_s)
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        try:
             records = pool.map(lambda p: _probe_one(p, probe), todo)
             for p, rec in zip(todo, progress(records, total=len(todo), desc="probing media", unit="file"), strict=True):
                 results[p] = rec
+                k = keys[p]
+                if k is not None:  # a file that vanished has no key to cache it under
+                    journal.add((p, *k), rec)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C: stop at once, keep what is journalled
+            journal.close()
     current = {(p, *k): results[p] for p in paths if (k := keys[p]) is not None}
     listed = set(paths)
     merged = {**{k: v for k, v in cache.items() if k[0] not in listed}, **current}  # keep other sources' probes
-    if merged.keys() != cache.keys():
+    if merged.keys() != saved.keys():
         _write_probe_cache(cache_file, merged)
-    return results, len(todo), len(paths) - len(todo)
+    journal_file.unlink(missing_ok=True)  # folded into the cache (or nothing new in it)
+    return results, ProbeCounts(probed=len(todo), cached=len(paths) - len(todo), resumed=resumed)
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -333,12 +432,16 @@ def build_catalog(
     specs = [s if os.path.isabs(s.path) else _absolute(s) for s in specs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # a killed ingest's half-written clips.parquet or probe cache (the journal is kept: it is the resume)
+    remove_orphan_temps(
+        out, max_age_s=config.CATALOG.orphan_temp_age_s, dead_pid_age_s=config.CATALOG.orphan_temp_dead_pid_age_s
+    )
     root = source_root(source, specs)
     ids = _clip_ids(specs, root)
 
     paths = list(dict.fromkeys(s.path for s in specs))
     workers = config.default_workers() if workers is None else workers
-    records, n_probed, n_cached = probe_files(paths, out / PROBE_CACHE_FILE, workers=workers)
+    records, counts = probe_files(paths, out / PROBE_CACHE_FILE, workers=workers)
     df = _frame(specs, ids, records)
 
     parquet = out / CLIPS_FILE
@@ -369,7 +472,7 @@ def build_catalog(
         },
         "reasons": reasons,
         "examples": examples,
-        "probe": {"probed": n_probed, "cached": n_cached, "workers": workers},
+        "probe": {"probed": counts.probed, "cached": counts.cached, "resumed": counts.resumed, "workers": workers},
         "columns": list(df.columns),
     }
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False))
@@ -381,8 +484,9 @@ def build_catalog(
         reasons=reasons,
         examples=examples,
         n_files=len(paths),
-        n_probed=n_probed,
-        n_cached=n_cached,
+        n_probed=counts.probed,
+        n_cached=counts.cached,
+        n_resumed=counts.resumed,
         catalog_hash=digest,
         seconds=time.perf_counter() - started,
     )

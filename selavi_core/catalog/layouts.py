@@ -11,7 +11,8 @@ Formats (see ../shared/docs/selavi-method.md §5.1-5.4):
 - ``tree``      ``{split}/{class}/{video}`` (the official SeLaVi layout), or ``{class}/{video}`` with ``bare=True``
 - ``folder``    every video under a folder, unlabelled
 - ``csv``       a CSV with a ``path`` column, optional ``label,start_s,end_s,split`` and any extra columns
-- ``vggsound``  headerless ``vggsound.csv`` (ytid, start, label, split) + clips ``<ytid>_<start>_<end>.mp4``
+- ``vggsound``  headerless ``vggsound.csv`` (ytid, start, label, split) + clips ``<ytid>_<start>_<end>.mp4``,
+                the times in seconds or in milliseconds (``parse_segment_name`` says which)
 - ``ave``       ``Annotations.txt`` + ``trainSet/valSet/testSet.txt`` (``Category&VideoID&Quality&Start&End``)
 - ``kinetics``  Kinetics CSV (``label,youtube_id,time_start,time_end,split``), optionally only Kinetics-Sound
 
@@ -31,7 +32,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from selavi_core import config
 from selavi_core.errors import CatalogError
@@ -57,8 +58,13 @@ AVE_SPLIT_FILES = {"trainSet.txt": "train", "valSet.txt": "val", "testSet.txt": 
 #: Top-level folder names that mark a ``{split}/{class}/{video}`` tree when the format is detected.
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 
+#: Longest clip a ``<ytid>_<start>_<end>`` name may describe, in seconds: how seconds and milliseconds are told
+#: apart (a segment is 10 s; twice that leaves room for clips cut a little long, and is far below the 10,000
+#: a millisecond name differs by).
+MAX_SEGMENT_SECONDS = 2 * SEGMENT_SECONDS
+
 #: ``<youtube id>_<start>_<end>``: the id may itself hold ``_`` and ``-``, so the last two fields are the times.
-_SEGMENT_NAME = re.compile(r"^(?P<ytid>.+)_(?P<start>[0-9]+)_(?P<end>[0-9]+)$")
+_SEGMENT_NAME = re.compile(r"^(?P<ytid>.+)_(?P<start>[0-9]+(?:\.[0-9]+)?)_(?P<end>[0-9]+(?:\.[0-9]+)?)$")
 
 
 @dataclass(frozen=True)
@@ -169,12 +175,38 @@ def class_key(label: str) -> str:
     return "_".join(label.strip().lower().replace("_", " ").split())
 
 
-def parse_segment_name(stem: str) -> tuple[str, int, int] | None:
-    """``(ytid, start, end)`` from a clip stem like ``-a_b-C_d1234_000030_000040``, or None if it is not one."""
+class Segment(NamedTuple):
+    """A YouTube segment named by a clip file: the id, and its window in the YouTube video in seconds."""
+
+    ytid: str
+    start_s: float  # an int when whole, so ``30`` and not ``30.0`` reaches the catalog
+    end_s: float
+    unit: str  # how the name wrote the times: "s" or "ms"
+
+
+def _whole(value: float) -> float:
+    return int(value) if value == int(value) else value
+
+
+def parse_segment_name(stem: str) -> Segment | None:
+    """The segment a clip stem such as ``-a_b-C_d1234_000030_000040`` names, or None if it names none.
+
+    The id may hold ``_`` and ``-`` (the last two fields are the times). The times are seconds (whole or
+    decimal: ``abc_30_40``, ``abc_30.5_40.5``) or milliseconds (``abc_30000_40000``), told apart by the
+    clip's length, which is unambiguous because a clip is at most ``MAX_SEGMENT_SECONDS`` (20 s) long:
+    ``end - start`` of at most 20 is seconds, of 20 to 20,000 is milliseconds, anything else (or an end
+    not after the start) is not a segment name.
+    """
     m = _SEGMENT_NAME.match(stem)
     if not m:
         return None
-    return m["ytid"], int(m["start"]), int(m["end"])
+    start, end = float(m["start"]), float(m["end"])
+    length = end - start
+    if 0 < length <= MAX_SEGMENT_SECONDS:
+        return Segment(m["ytid"], _whole(start), _whole(end), "s")
+    if MAX_SEGMENT_SECONDS < length <= 1000 * MAX_SEGMENT_SECONDS:
+        return Segment(m["ytid"], _whole(round(start / 1000, 3)), _whole(round(end / 1000, 3)), "ms")
+    return None
 
 
 def _index_videos(root: Path, exclude: Iterable[PathLike]) -> dict[str, list[Path]]:
@@ -296,9 +328,10 @@ def read_vggsound(
     """VGG-Sound: the headerless ``vggsound.csv`` (ytid, start, label, split) and a folder of clips.
 
     Clips are found anywhere under ``source`` (flat or in class folders) by their name
-    ``<ytid>_<start>_<end>.<ext>`` and matched to CSV rows on ``(ytid, start)``. A row without a file
-    becomes a spec for the expected ``<ytid>_<start:06d>_<start+10:06d>.mp4`` so ingest reports it as
-    missing; a file without a row is kept, unlabelled.
+    ``<ytid>_<start>_<end>.<ext>``, the times in seconds or milliseconds (``parse_segment_name``), and
+    matched to CSV rows on ``(ytid, start)``. A row without a file becomes a spec for the expected
+    ``<ytid>_<start:06d>_<start+10:06d>.mp4`` (in milliseconds, ``<ytid>_<start*1000>_<end*1000>.mp4``,
+    when most clip names are) so ingest reports it as missing; a file without a row is kept, unlabelled.
     """
     root = _require_dir(source, "VGG-Sound clip folder")
     meta = _require_file(csv_path if csv_path is not None else root / "vggsound.csv", "VGG-Sound CSV")
@@ -323,37 +356,42 @@ def read_vggsound(
     specs: list[ClipSpec] = []
     matched: set[tuple[str, int]] = set()
     unnamed: dict[str, list[Path]] = {}  # videos whose name is not a segment name, by stem
+    units = {"s": 0, "ms": 0}
     for p in walk_videos(root, exclude):
         seg = parse_segment_name(p.stem)
         if seg is None:
             unnamed.setdefault(p.stem, []).append(p)
             continue
-        ytid, start, end = seg
+        ytid, start, end, unit = seg
+        units[unit] += 1
         extra: dict[str, Any] = {"yt_start_s": start, "yt_end_s": end}
-        row = rows.get((ytid, start))
+        key = (ytid, int(start))
+        row = rows.get(key) if start == int(start) else None  # the CSV's starts are whole seconds
         if row is None:
             specs.append(ClipSpec(path=str(p), source_id=ytid, extra=extra))
             continue
-        matched.add((ytid, start))
-        if (ytid, start) in others:
-            extra["other_labels"] = "; ".join(others[(ytid, start)])
-        specs.append(ClipSpec(path=str(p), label=row[1] or None, split=row[2], source_id=ytid, extra=extra))
-    full_used: set[Path] = set()
-    for key, (_line, label, split) in rows.items():
-        if key in matched:
-            continue
-        ytid, start = key
-        end = start + SEGMENT_SECONDS
-        extra = {"yt_start_s": start, "yt_end_s": end}
+        matched.add(key)
         if key in others:
             extra["other_labels"] = "; ".join(others[key])
-        if ytid in unnamed:  # the untrimmed YouTube video <ytid>.mp4: the segment is a window in it
-            full = unnamed[ytid][0]
+        specs.append(ClipSpec(path=str(p), label=row[1] or None, split=row[2], source_id=ytid, extra=extra))
+    full_used: set[Path] = set()
+    for row_key, (_line, label, split) in rows.items():
+        if row_key in matched:
+            continue
+        row_id, row_start = row_key
+        row_end = row_start + SEGMENT_SECONDS
+        extra = {"yt_start_s": row_start, "yt_end_s": row_end}
+        if row_key in others:
+            extra["other_labels"] = "; ".join(others[row_key])
+        if row_id in unnamed:  # the untrimmed YouTube video <ytid>.mp4: the segment is a window in it
+            full = unnamed[row_id][0]
             full_used.add(full)
-            specs.append(ClipSpec(str(full), float(start), float(end), label or None, split, ytid, extra))
+            specs.append(ClipSpec(str(full), float(row_start), float(row_end), label or None, split, row_id, extra))
         else:
-            expected = root / f"{ytid}_{start:06d}_{end:06d}.mp4"
-            specs.append(ClipSpec(str(expected), None, None, label or None, split, ytid, extra))
+            in_ms = units["ms"] > units["s"]
+            times = f"{row_start * 1000}_{row_end * 1000}" if in_ms else f"{row_start:06d}_{row_end:06d}"
+            expected = root / f"{row_id}_{times}.mp4"
+            specs.append(ClipSpec(str(expected), None, None, label or None, split, row_id, extra))
     # any other video is kept, unlabelled: a stray file should show up in the catalog, not vanish
     specs.extend(ClipSpec(path=str(p)) for ps in unnamed.values() for p in ps if p not in full_used)
     return sorted(specs, key=_order)

@@ -11,9 +11,11 @@ FORMATS = ("auto", "tree", "folder", "csv", "vggsound", "ave", "kinetics")
 
 DESCRIPTION = """\
 Read SOURCE in one of the layouts below, probe every video once (in parallel; unchanged files are
-taken from CATALOG_DIR/probe_cache.parquet on a re-run) and write CATALOG_DIR/clips.parquet (one row
-per clip: opaque stable clip_id, path, window start_s..end_s, label, split, duration, fps, size,
-audio, status ok|error with a reason) and CATALOG_DIR/catalog.json (source, counts, hash).
+taken from CATALOG_DIR/probe_cache.parquet on a re-run, and a killed ingest resumes from its journal,
+probe_cache.journal.jsonl, without probing again what it had done) and write
+CATALOG_DIR/clips.parquet (one row per clip: opaque stable clip_id, path, window start_s..end_s,
+label, split, duration, fps, size, audio, status ok|error with a reason) and CATALOG_DIR/catalog.json
+(source, counts, hash).
 A missing or undecodable file is an error row with its reason, never a silent skip.
 
 formats:
@@ -28,8 +30,10 @@ formats:
             a folder with labels.csv
               selavi ingest demo/labels.csv --format csv --out cat/demo
   vggsound  SOURCE holds clips named <ytid>_<start>_<end>.mp4 (flat or in folders) and the headerless
-            VGG-Sound CSV (ytid,start,label,split; default SOURCE/vggsound.csv, else --csv). CSV rows
-            without a file are reported as missing; files without a row are kept unlabelled
+            VGG-Sound CSV (ytid,start,label,split; default SOURCE/vggsound.csv, else --csv). The times
+            are seconds (abc_30_40, abc_000030_000040, abc_30.5_40.5) or milliseconds (abc_30000_40000):
+            end - start of at most 20 is seconds, of 20 to 20000 milliseconds. CSV rows without a file
+            are reported as missing; files without a row are kept unlabelled
               selavi ingest vggsound/ --format vggsound --csv vggsound.csv --out cat/vgg
   ave       SOURCE is the AVE_Dataset folder: videos in SOURCE/AVE/ (or SOURCE/), Annotations.txt
             (Category&VideoID&Quality&StartTime&EndTime; --annotations to point elsewhere) and

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from selavi_core.config import default_workers
     from selavi_core.errors import CatalogError
-    from selavi_core.media.preview import PREVIEWS_DIR, build_previews, write_preview_index
+    from selavi_core.media.preview import PREVIEWS_DIR, build_previews, clean_orphans, write_preview_index
 
     catalog_dir = Path(args.catalog_dir)
     clips_file = catalog_dir / "clips.parquet"
@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         clips = clips[clips["status"].astype(str) == "ok"]
     out_dir = Path(args.out) if args.out else catalog_dir / PREVIEWS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
+    orphans = clean_orphans(out_dir)
+    if orphans:
+        print(f"previews: removed {orphans} half-written files that interrupted builds left in {out_dir}")
     workers = args.workers if args.workers else default_workers()
 
     items = [

@@ -34,9 +34,9 @@ import pandas as pd
 from av.audio.stream import AudioStream
 from PIL import Image
 
-from selavi_core.config import PREVIEW, PreviewSpec, default_workers
+from selavi_core.config import CATALOG, PREVIEW, PreviewSpec, default_workers
 from selavi_core.errors import MediaError, TruncatedMedia
-from selavi_core.io import atomic_write
+from selavi_core.io import atomic_write, remove_orphan_temps
 from selavi_core.media.decode import decode_audio_window, iter_window_frames, target_geometry
 from selavi_core.media.probe import (
     FFmpegError,
@@ -199,6 +199,7 @@ def ensure_preview(
     files = PreviewFiles(mp4=out_dir / f"{key}.mp4", poster=out_dir / f"{key}.jpg")
     if _complete(files.mp4) and _complete(files.poster):
         return files
+    clean_orphans(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the poster is renamed into place last: both present means both complete. A preview can be rebuilt,
     # so it is not fsynced (thousands of small files); ``_complete`` refuses an empty one.
@@ -208,6 +209,27 @@ def ensure_preview(
         except FFmpegError as err:
             raise TruncatedMedia(src, f"truncated or corrupt: {ffmpeg_message(err)}") from None
     return files
+
+
+_CLEANED: set[str] = set()
+_CLEANED_LOCK = threading.Lock()
+
+
+def clean_orphans(out_dir: str | os.PathLike) -> int:
+    """Remove the half-written files that killed builds left in ``out_dir`` (``io.remove_orphan_temps``).
+
+    Once per folder and process, before its first build (``selavi previews`` at its start, the Studio
+    at its first on-demand build): a folder of 100,000 previews is listed once, not once a clip.
+    Returns how many files were removed.
+    """
+    key = os.path.abspath(out_dir)
+    with _CLEANED_LOCK:
+        if key in _CLEANED:
+            return 0
+        _CLEANED.add(key)
+    return remove_orphan_temps(
+        key, max_age_s=CATALOG.orphan_temp_age_s, dead_pid_age_s=CATALOG.orphan_temp_dead_pid_age_s
+    )
 
 
 def _complete(path: Path) -> bool:
