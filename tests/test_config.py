@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,7 +77,6 @@ def test_every_config_field_is_read_somewhere():
         if not readers(f.name) and f.name not in inside
     ]
     assert dead == [], f"config fields nobody reads (make them live or delete them): {dead}"
-    assert "workers" not in {f.name for f in dataclasses.fields(config.OptimSpec)}
 
 
 def test_the_shipped_presets_are_valid():
@@ -128,9 +128,20 @@ def test_the_preset_level_knob_is_validated_too():
 
 def test_presets_round_trip_and_retired_fields_are_dropped_when_read_back():
     assert Preset.from_dict(CPU_SMALL.to_dict()) == CPU_SMALL
+    assert Preset.from_dict(PAPER.to_dict()) == PAPER
     old = CPU_SMALL.to_dict()
-    old["optim"]["workers"] = 0  # saved by versions that still had OptimSpec.workers
+    old["schedule"]["align_patience"] = 3  # saved by versions that still searched for the alignment
     assert Preset.from_dict(old) == CPU_SMALL
+
+
+def test_workers_setting_one_per_core_by_default_and_validated():
+    assert PAPER.optim.workers is None and PAPER.optim.data_workers() == max(1, os.cpu_count() or 1)
+    assert PAPER.optim.data_workers(processes=64) == 1  # never zero: a rank with workers keeps at least one
+    assert CPU_SMALL.optim.workers == 0 and CPU_SMALL.optim.data_workers() == 0  # in-process: calibrated draws
+    assert not PAPER.cache.enabled and CPU_SMALL.cache.enabled
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="optim.workers must be a non-negative integer or None"):
+            PAPER.with_overrides(optim={"workers": bad}).validate()
 
 
 def test_the_prior_enters_training_through_the_schedule_alone(tiny_catalog: Path, tmp_path: Path):

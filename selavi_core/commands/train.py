@@ -65,6 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--groups", type=int, help="decorrelated head groups (one augmented pass each)")
     p.add_argument("--seed", type=int)
     p.add_argument(
+        "--workers",
+        type=int,
+        help="DataLoader worker processes that decode and augment batches (default: the preset's; "
+        "paper: one per core, cpu-small: 0 = in the training process)",
+    )
+    p.add_argument(
         "--refine-rounds",
         type=int,
         help="rounds of head-only self-labelling on frozen features after the last epoch "
@@ -115,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
         constraints = LabelConstraints.from_run(args.labels_from, args.labels_head, args.store)
     preset = get_preset(args.preset)
     model = {k: v for k, v in (("heads", args.heads), ("clusters", args.clusters), ("fusion", args.fusion)) if v}
-    optim = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed)) if v is not None}
+    optim = {
+        k: v
+        for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed), ("workers", args.workers))
+        if v is not None
+    }
     schedule = {k: v for k, v in (("n_opts", args.labellings), ("groups", args.groups), ("prior", args.prior)) if v}
     refine = {} if args.refine_rounds is None else {"rounds": args.refine_rounds}
     contrast = {} if args.contrast_weight is None else {"weight": args.contrast_weight}

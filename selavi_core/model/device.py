@@ -4,8 +4,9 @@
 * Precision: encoders run under bf16 autocast on GPUs always, and on CPUs when the preset asks for it
   (``Preset.cpu_bf16``) and the CPU runs bf16 natively (AVX512-BF16/AMX; elsewhere bf16 is slower than fp32).
   Heads and posteriors stay float32 (``selavi_core.model.inference``).
-* Memory layout: on CPUs the trunks and their inputs are channels-last (``channels_last_3d`` for video),
-  10-15% faster with or without bf16.
+* Memory layout: the trunks and their inputs are channels-last (``channels_last_3d`` for video): on CPUs
+  10-15% faster with or without bf16; on GPUs it is the layout cuDNN's bf16 tensor-core convolutions
+  want (not yet measured here: bench/gpu_check.sh prints the clips/s).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Precision:
 
     @property
     def channels_last(self) -> bool:
-        return self.device.type == "cpu"
+        return self.device.type in ("cpu", "cuda")
 
     @property
     def bf16(self) -> bool:

@@ -16,7 +16,7 @@ import torch
 from selavi_core.model.device import Precision
 from selavi_core.model.networks import SeLaViModel
 from selavi_core.progress import progress
-from selavi_core.training.batches import BatchMaker
+from selavi_core.training.loader import Loader
 
 ROW_CHUNK = 16_384
 
@@ -29,7 +29,7 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 @torch.no_grad()
 def extract_features(
     model: SeLaViModel,
-    maker: BatchMaker,
+    loader: Loader,
     rows: np.ndarray,
     *,
     precision: Precision,
@@ -38,12 +38,14 @@ def extract_features(
     rng: np.random.Generator,
     desc: str = "features",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled (video, audio) encoder features of cache ``rows`` in eval mode, float32 (encoders under ``precision``)."""
+    """Pooled (video, audio) encoder features of source ``rows`` in eval mode, float32 (encoders under ``precision``).
+
+    Batches come from ``loader`` (in this process or its DataLoader workers)."""
     model.eval()
     fvs, fas = [], []
-    batches = list(_chunks(len(rows), batch_size))
-    for sl in progress(batches, desc=desc, unit="batch"):
-        video, audio = maker.batch(rows[sl], train=train_aug, rng=rng)
+    batches = [rows[sl] for sl in _chunks(len(rows), batch_size)]
+    made = loader.iterate(batches, train=train_aug, rng=rng)
+    for video, audio in progress(made, total=len(batches), desc=desc, unit="batch"):
         video, audio = precision.inputs(video, audio)
         with precision.autocast():
             fv, fa = model.encode(video, audio)

@@ -17,9 +17,9 @@ import torch
 
 from selavi_core.catalog import catalog_hash, load_catalog
 from selavi_core.model.checkpoint import load_model
-from selavi_core.training.clip_cache import ClipCache, build_cache
 from selavi_core.config import PAPER, Preset
-from selavi_core.training.batches import BatchMaker
+from selavi_core.training.loader import Loader
+from selavi_core.training.windows import ClipSource, batch_maker, open_source
 from selavi_core.errors import SelaviError
 from selavi_core.model.inference import extract_features, predictions
 from selavi_core.model.networks import SeLaViModel
@@ -31,7 +31,7 @@ from selavi_core.runs.run import RunMeta, write_run
 
 def write_assignments(
     model: SeLaViModel,
-    cache: ClipCache,
+    cache: ClipSource,
     preset: Preset,
     *,
     catalog_dir: str | os.PathLike,
@@ -45,24 +45,31 @@ def write_assignments(
     extra: dict | None = None,
     features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
-    """Assign every ok clip of ``cache`` and write the run folder. ``features`` (video, audio) of those
-    clips in eval mode may be passed when already computed (training's refine step does).
+    """Assign every ok clip of ``cache`` (the decoded cache or the original files) and write the run folder.
+    ``features`` (video, audio) of those clips in eval mode may be passed when already computed (training's
+    refine step does). Batches come from ``preset.optim.workers`` DataLoader workers.
 
     Raw-input features of the same rows go to ``features/raw_video.npy`` and ``raw_audio.npy`` for
     evaluation's no-learning baselines."""
     rows = cache.ok_rows
     if features is not None and not len(features[0]) == len(features[1]) == len(rows):
         raise SelaviError(f"features for {len(features[0])} clips were passed, but the cache has {len(rows)} ok clips")
-    fv, fa = features or extract_features(
-        model,
-        BatchMaker(cache, preset),
-        rows,
-        precision=precision_for(device, preset.cpu_bf16),
-        batch_size=preset.eval_batch_size,
-        train_aug=False,
-        rng=np.random.default_rng(0),
-        desc="assigning clips",
-    )
+    if features is None:
+        loader = Loader(batch_maker(cache, preset), workers=preset.optim.data_workers(), device=device)
+        try:
+            features = extract_features(
+                model,
+                loader,
+                rows,
+                precision=precision_for(device, preset.cpu_bf16),
+                batch_size=preset.eval_batch_size,
+                train_aug=False,
+                rng=np.random.default_rng(0),
+                desc="assigning clips",
+            )
+        finally:
+            loader.close()
+    fv, fa = features
     pred = predictions(model, fv, fa, device)
     heads, k = model.heads, model.clusters
     if priors is None:
@@ -122,7 +129,7 @@ def assign(
     model = precision_for(dev, preset.cpu_bf16).prepare(model)
     catalog = load_catalog(catalog_dir)
     chash = catalog_hash(catalog_dir)
-    cache = build_cache(catalog, catalog_dir, chash, preset, log=log)
+    cache = open_source(catalog, catalog_dir, chash, preset, log=log)
     return write_assignments(
         model,
         cache,

@@ -14,14 +14,41 @@ chunked log-mel per clip.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from selavi_core.training.clip_cache import ClipCache
-from selavi_core.config import RAW_BASELINE, Preset, RawBaselineSpec
-from selavi_core.errors import RunError
+from selavi_core.config import RAW_BASELINE, Preset, RawBaselineSpec, default_workers
+from selavi_core.errors import MediaError, RunError
 from selavi_core.progress import progress
+from selavi_core.training.windows import ClipFiles, ClipSource
+
+
+class ClipArrays(Protocol):
+    """Decoded clips as arrays (a ``ClipCache``, or a chunk decoded from the original files)."""
+
+    @property
+    def frames(self) -> np.ndarray: ...
+    @property
+    def n_frames(self) -> np.ndarray: ...
+    @property
+    def audio(self) -> np.ndarray: ...
+    @property
+    def n_samples(self) -> np.ndarray: ...
+    @property
+    def log_mels(self) -> np.ndarray | None: ...
+
+
+@dataclass
+class _Decoded:
+    frames: np.ndarray
+    n_frames: np.ndarray
+    audio: np.ndarray
+    n_samples: np.ndarray
+    log_mels: np.ndarray | None = None
 
 #: File names inside ``RUN_DIR/features``, per modality (written by ``run.write_run``).
 RAW_FILES = {"video": "raw_video.npy", "audio": "raw_audio.npy"}
@@ -46,7 +73,7 @@ def _standardise_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(std > 0, std, 1.0)
 
 
-def raw_video_features(cache: ClipCache, rows: np.ndarray, spec: RawBaselineSpec = RAW_BASELINE) -> np.ndarray:
+def raw_video_features(cache: ClipArrays, rows: np.ndarray, spec: RawBaselineSpec = RAW_BASELINE) -> np.ndarray:
     """(N, frames * side^2) float32: ``spec.frames`` grey frames per clip, area-downsampled to ``spec.side``
     pixels square, flattened, each clip standardised over all its pixels."""
     import torch
@@ -75,7 +102,7 @@ def _band_stats(log_mels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def raw_audio_features(cache: ClipCache, rows: np.ndarray, preset: Preset) -> np.ndarray:
+def raw_audio_features(cache: ClipArrays, rows: np.ndarray, preset: Preset) -> np.ndarray:
     """(N, 2 n_mels) float32: per mel band, the mean and the std over time of the whole clip's log-mel.
 
     The log-mel is the model's (``preset.audio``): read from the cache's whole-clip log-mels when it has
@@ -109,10 +136,61 @@ def raw_audio_features(cache: ClipCache, rows: np.ndarray, preset: Preset) -> np
 
 
 def raw_features(
-    cache: ClipCache, rows: np.ndarray, preset: Preset, spec: RawBaselineSpec = RAW_BASELINE
+    cache: ClipSource, rows: np.ndarray, preset: Preset, spec: RawBaselineSpec = RAW_BASELINE
 ) -> dict[str, np.ndarray]:
-    """Both raw feature blocks of cache ``rows``, keyed by modality like ``RAW_FILES``."""
+    """Both raw feature blocks of source ``rows``, keyed by modality like ``RAW_FILES``."""
+    if isinstance(cache, ClipFiles):
+        return _raw_features_from_files(cache, rows, preset, spec)
     return {"video": raw_video_features(cache, rows, spec), "audio": raw_audio_features(cache, rows, preset)}
+
+
+def _decode_for_raw(args: tuple[str, float, float, int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Worker: ``count`` frames at the centres of equal parts of the clip (short side ``side``, centre square) and
+    its audio, or None when it does not decode."""
+    from selavi_core.media import decode_clip
+
+    path, start, end, count, side, sample_rate = args
+    dur = end - start
+    try:
+        clip = decode_clip(path, start + dur / (2 * count), start + dur / (2 * count) + dur, fps=count / dur,
+                           short_side=side, audio=False)  # fmt: skip
+        sound = decode_clip(path, start, end, sample_rate=sample_rate, video=False)
+    except MediaError:
+        return None
+    f = clip.frames[:count]
+    h, w = f.shape[1:3]
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    frames = np.zeros((count, side, side, 3), np.uint8)
+    part = f[:, y0 : y0 + side, x0 : x0 + side]
+    frames[: len(part), : part.shape[1], : part.shape[2]] = part
+    return frames, sound.audio
+
+
+def _raw_features_from_files(
+    files: ClipFiles, rows: np.ndarray, preset: Preset, spec: RawBaselineSpec, chunk: int = 64
+) -> dict[str, np.ndarray]:
+    """Raw features of clips read from their files (no cache): each clip (up to ``cache.max_seconds``) is decoded
+    once more, in a process pool, a chunk at a time."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out: dict[str, list[np.ndarray]] = {"video": [], "audio": []}
+    side, sr = preset.cache.short_side, preset.audio.sample_rate
+    ends = np.minimum(files.end_s, files.start_s + preset.cache.max_seconds)
+    with ProcessPoolExecutor(max_workers=preset.optim.data_workers() or default_workers()) as pool:
+        for i in range(0, len(rows), chunk):
+            r = rows[i : i + chunk]
+            jobs = [(str(files.paths[j]), float(files.start_s[j]), float(ends[j]), spec.frames, side, sr) for j in r]
+            decoded = list(pool.map(_decode_for_raw, jobs))
+            longest = max([1] + [len(d[1]) for d in decoded if d is not None])
+            frames = np.zeros((len(r), spec.frames, side, side, 3), np.uint8)
+            audio = np.zeros((len(r), longest), np.float32)
+            n_samples = np.zeros(len(r), np.int64)
+            for k, d in enumerate(decoded):
+                if d is not None:
+                    frames[k], audio[k, : len(d[1])], n_samples[k] = d[0], d[1], len(d[1])
+            arrays = _Decoded(frames, np.full(len(r), spec.frames), audio, n_samples)
+            out["video"].append(raw_video_features(arrays, np.arange(len(r)), spec))
+            out["audio"].append(raw_audio_features(arrays, np.arange(len(r)), preset))
+    return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
 
 
 def load_raw_features(run_dir: str | os.PathLike, n_clips: int) -> dict[str, np.ndarray]:

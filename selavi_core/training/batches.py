@@ -1,10 +1,12 @@
 """Batches of network inputs from the clip cache, with SeLaVi's training augmentations.
 
-Batches are assembled in the main process with vectorised torch ops: on two cores, DataLoader
-workers would take their CPU from the model. Training samples a random 1 s window, a random
-rescale and crop, a flip and (for data sets whose clips carry per-clip colours, such as AV digits)
-colour augmentation; evaluation takes the temporally centred window and the centre crop, as the
-official evaluation does.
+A batch is assembled with vectorised torch ops, in the training process or in DataLoader workers
+(``selavi_core.training.loader``; cpu-small stays in-process: on two cores workers would take their
+CPU from the model). The augmentations (``video_inputs``, ``wave_log_mels``, ``augment_spectrogram``)
+are shared with batches decoded from the original files (``selavi_core.training.windows``).
+Training samples a random 1 s window, a random rescale and crop, a flip and (for data sets whose
+clips carry per-clip colours, such as AV digits) colour augmentation; evaluation takes the
+temporally centred window and the centre crop, as the official evaluation does.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selavi_core.config import Preset
+from selavi_core.config import AudioSpec, Preset, VideoSpec
 from selavi_core.model.logmel import log_mel
 from selavi_core.training.clip_cache import ClipCache
 
@@ -40,20 +42,7 @@ class BatchMaker:
         idx = np.minimum(idx, np.maximum(self.cache.n_frames[rows] - 1, 0)[:, None])
         frames = self.cache.frames
         clips = np.stack([frames[r][i] for r, i in zip(rows, idx, strict=True)])  # (B,T,S,S,3) uint8
-        x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B,T,3,S,S)
-        b, t = x.shape[:2]
-        if train:
-            x = random_resized_crops(
-                x, v.crop, v.train_short_side, rng, max_rotate_deg=v.max_rotate_deg, max_shear=v.max_shear
-            )
-            if v.colour_augment:
-                x = colour_augment(x, rng)
-        else:
-            x = F.interpolate(
-                x.flatten(0, 1), size=(v.crop, v.crop), mode="bilinear", align_corners=False, antialias=True
-            ).view(b, t, 3, v.crop, v.crop)
-        x = standardise_clips(x) if v.standardise else (x - v.mean) / v.std
-        return x.permute(0, 2, 1, 3, 4).contiguous()  # (B,3,T,H,W)
+        return video_inputs(clips, v, train, rng)
 
     def audio(self, rows: np.ndarray, starts: np.ndarray, train: bool, rng: np.random.Generator) -> torch.Tensor:
         a, sr = self.a, self.cache.sample_rate
@@ -61,7 +50,7 @@ class BatchMaker:
         first = np.round(starts * sr).astype(np.int64)
         last_full = np.maximum(self.cache.n_samples[rows] - n, 0)  # a window past the end moves back
         first = np.minimum(first, last_full)
-        gain = rng.uniform(1 - a.volume_jitter, 1 + a.volume_jitter, len(rows)) if train and a.volume_jitter else None
+        gain = volume_gains(len(rows), a, train, rng)
         if self.cache.log_mels is not None:
             spec = self._spectrogram_windows(rows, first)
             if gain is not None:
@@ -72,17 +61,8 @@ class BatchMaker:
             for j, (r, s0) in enumerate(zip(rows, first, strict=True)):
                 seg = audio[r, s0 : min(s0 + n, self.cache.n_samples[r])]
                 waves[j, : len(seg)] = seg
-            w = torch.from_numpy(waves)
-            if gain is not None:
-                w = w * torch.from_numpy(gain).float().view(-1, 1)
-            spec = log_mel(w, a, dtype=None if a.exact else torch.float32)
-        if train and a.time_roll:
-            spec = time_roll(spec, rng)
-        if train and (a.max_time_stretch or a.max_freq_warp):
-            spec = spectrogram_warp(spec, rng, a.max_time_stretch, a.max_freq_warp)
-        if train and a.spec_augment:
-            spec = spec_augment(spec, rng)
-        return spec
+            spec = wave_log_mels(waves, a, gain)
+        return augment_spectrogram(spec, a, train, rng)
 
     def _spectrogram_windows(self, rows: np.ndarray, first_sample: np.ndarray) -> torch.Tensor:
         """The window's frames sliced from the whole-clip log-mel (frame k starts at sample k * hop)."""
@@ -97,6 +77,49 @@ class BatchMaker:
         rows = np.asarray(rows)
         starts = self._starts(rows, train, rng)
         return self.video(rows, starts, train, rng), self.audio(rows, starts, train, rng)
+
+
+def video_inputs(clips: np.ndarray, v: VideoSpec, train: bool, rng: np.random.Generator) -> torch.Tensor:
+    """(B,T,S,S,3) uint8 frames -> the network's (B,3,T,crop,crop) input: SeLaVi's training augmentation (random
+    rescale, crop and flip, and the preset's extra jitter) or the evaluation's centre crop, then normalisation."""
+    x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B,T,3,S,S)
+    b, t = x.shape[:2]
+    if train:
+        x = random_resized_crops(
+            x, v.crop, v.train_short_side, rng, max_rotate_deg=v.max_rotate_deg, max_shear=v.max_shear
+        )
+        if v.colour_augment:
+            x = colour_augment(x, rng)
+    else:
+        x = F.interpolate(
+            x.flatten(0, 1), size=(v.crop, v.crop), mode="bilinear", align_corners=False, antialias=True
+        ).view(b, t, 3, v.crop, v.crop)
+    x = standardise_clips(x) if v.standardise else (x - v.mean) / v.std
+    return x.permute(0, 2, 1, 3, 4).contiguous()  # (B,3,T,H,W)
+
+
+def volume_gains(n: int, a: AudioSpec, train: bool, rng: np.random.Generator) -> np.ndarray | None:
+    """The training volume jitter, one gain a clip (None when evaluating or without jitter)."""
+    return rng.uniform(1 - a.volume_jitter, 1 + a.volume_jitter, n) if train and a.volume_jitter else None
+
+
+def wave_log_mels(waves: np.ndarray, a: AudioSpec, gain: np.ndarray | None) -> torch.Tensor:
+    """(B, samples) float32 windows, scaled by ``gain`` -> (B,1,F,T) log-mels at the preset's precision."""
+    w = torch.from_numpy(waves)
+    if gain is not None:
+        w = w * torch.from_numpy(gain).float().view(-1, 1)
+    return log_mel(w, a, dtype=None if a.exact else torch.float32)
+
+
+def augment_spectrogram(spec: torch.Tensor, a: AudioSpec, train: bool, rng: np.random.Generator) -> torch.Tensor:
+    """The preset's training augmentations of a log-mel batch (roll, warp, SpecAugment); as it is when evaluating."""
+    if train and a.time_roll:
+        spec = time_roll(spec, rng)
+    if train and (a.max_time_stretch or a.max_freq_warp):
+        spec = spectrogram_warp(spec, rng, a.max_time_stretch, a.max_freq_warp)
+    if train and a.spec_augment:
+        spec = spec_augment(spec, rng)
+    return spec
 
 
 def random_resized_crops(

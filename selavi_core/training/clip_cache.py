@@ -11,6 +11,11 @@ more extra full passes over the data), so training and assignment read fixed-siz
     CATALOG_DIR/cache/<key>/clips.parquet  clip_id, ok, error (row order of the arrays)
     CATALOG_DIR/cache/<key>/meta.json      written last: its presence marks the cache complete
 
+Before it writes anything, the build estimates the arrays' size and refuses (``CacheSpaceError``, naming the
+size, the free space and the remedies) when they would not fit on the disk with ``DISK_HEADROOM`` to spare.
+Presets that decode windows from the original files instead (``CacheSpec.enabled`` False, the ``paper``
+preset) never build it: ``selavi_core.training.windows``.
+
 ``key`` hashes everything that changes the arrays (cache spec, audio rate, catalog hash), so a
 changed catalog or preset builds a new cache and a finished one is reused. The centre square crop
 drops the borders of wide videos; training crops a smaller square inside it anyway.
@@ -38,19 +43,66 @@ import numpy as np
 import pandas as pd
 
 from selavi_core.config import CacheSpec, Preset, default_workers
-from selavi_core.errors import MediaError
+from selavi_core.errors import MediaError, SelaviError
 from selavi_core.progress import progress
+
+#: Share of the disk's free space the cache may fill (the rest stays for checkpoints, runs and everything else).
+DISK_HEADROOM = 0.9
 
 #: The AudioSpec fields that change the cached whole-clip log-mel (training augmentations do not).
 LOG_MEL_FIELDS = ("sample_rate", "n_mels", "n_fft", "win_s", "hop_s", "preemph", "low_hz", "high_hz", "exact")
 
 
 def cache_key(preset: Preset, catalog_hash: str) -> str:
-    spec = {"cache": preset.cache.__dict__, "sample_rate": preset.audio.sample_rate, "catalog": catalog_hash}
+    # every field but ``enabled`` shapes the arrays (leaving it out keeps the keys of caches built before it existed)
+    shape = {k: v for k, v in preset.cache.__dict__.items() if k != "enabled"}
+    spec = {"cache": shape, "sample_rate": preset.audio.sample_rate, "catalog": catalog_hash}
     if not preset.audio.exact:
         spec["logmel"] = {k: getattr(preset.audio, k) for k in LOG_MEL_FIELDS}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return f"{preset.name}-{digest}"
+
+
+class CacheSpaceError(SelaviError):
+    """The decoded cache would not fit on the disk; the message names the size, the free space and the remedies."""
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+
+
+def cache_bytes_per_clip(preset: Preset, seconds: float) -> int:
+    """Bytes one clip of ``seconds`` (at most ``cache.max_seconds``) takes in the cache: frames, audio, log-mel."""
+    from selavi_core.model.logmel import frame_count
+
+    spec = preset.cache
+    seconds = min(seconds, spec.max_seconds)
+    t_max = max(1, int(round(seconds * spec.fps)))
+    s_max = max(1, int(math.ceil(seconds * preset.audio.sample_rate)))
+    total = t_max * spec.short_side * spec.short_side * 3 + s_max * 2 + 8  # uint8 frames, float16 audio, counts
+    if not preset.audio.exact:
+        total += preset.audio.n_mels * frame_count(s_max, preset.audio) * 4
+    return total
+
+
+def check_cache_space(
+    n_clips: int, seconds: float, preset: Preset, folder: str | os.PathLike, *, free_bytes: int | None = None
+) -> int:
+    """The cache's estimated size in bytes; ``CacheSpaceError`` when it would fill ``folder``'s disk.
+
+    ``free_bytes`` stands in for the disk's free space (``shutil.disk_usage``) when given."""
+    per_clip = cache_bytes_per_clip(preset, seconds)
+    need = n_clips * per_clip
+    free = shutil.disk_usage(folder).free if free_bytes is None else int(free_bytes)
+    if need > DISK_HEADROOM * free:
+        c = preset.cache
+        raise CacheSpaceError(
+            f"the decoded clip cache for {n_clips:,} clips would take {_gb(need)} ({_gb(per_clip)} a clip at "
+            f"{c.fps:g} fps, {c.short_side} px, up to {c.max_seconds:g} s) but {folder} has {_gb(free)} free. "
+            "Free space there, lower cache.max_seconds, cache.short_side or cache.fps, or decode windows from the "
+            "original files during training instead (cache.enabled = False, as the paper preset does)"
+        )
+    return need
 
 
 def _decode_one(args: tuple[str, float, float, CacheSpec, int]) -> tuple[np.ndarray, np.ndarray] | str:
@@ -133,8 +185,11 @@ def build_cache(
     *,
     workers: int | None = None,
     log: Callable[[str], None] = print,
+    free_bytes: int | None = None,
 ) -> ClipCache:
-    """Decode the ok clips of ``catalog`` once (in parallel) or reuse the finished cache."""
+    """Decode the ok clips of ``catalog`` once (in parallel) or reuse the finished cache.
+
+    A new cache is first sized (``check_cache_space``; ``free_bytes`` stands in for the disk's free space)."""
     out = Path(catalog_dir) / "cache" / cache_key(preset, catalog_hash)
     if (out / "meta.json").is_file():
         return ClipCache(out)
@@ -148,8 +203,9 @@ def build_cache(
     t_max = max(1, int(round(float(durations.max()) * spec.fps)))
     s_max = max(1, int(math.ceil(float(durations.max()) * sr)))
     n, s = len(rows), spec.short_side
-    # A private build folder: two processes (say, two training runs) may build the same cache at once.
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_cache_space(n, float(durations.max()), preset, out.parent, free_bytes=free_bytes)
+    # A private build folder: two processes (say, two training runs) may build the same cache at once.
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".partial-", dir=out.parent))
     frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=(n, t_max, s, s, 3))
     audio = np.lib.format.open_memmap(tmp / "audio.npy", mode="w+", dtype=np.float16, shape=(n, s_max))

@@ -31,9 +31,9 @@ from selavi_core.selflabel.alignment import align_permutation, apply_permutation
 from selavi_core.selflabel.priors import PriorSpec, column_mass
 from selavi_core.selflabel.sinkhorn import SinkhornResult, sinkhorn_knopp, sinkhorn_knopp_distributed
 from selavi_core.training import distributed
-from selavi_core.training.batches import BatchMaker
 from selavi_core.training.constraints import ConstrainedResult, FixedRows, constrained_sinkhorn
 from selavi_core.training.distributed import Context
+from selavi_core.training.loader import Loader
 from selavi_core.training.state import TrainState
 
 
@@ -52,7 +52,7 @@ class Labeller:
     def __init__(
         self,
         model: SeLaViModel,
-        maker: BatchMaker,
+        loader: Loader,
         rows: np.ndarray,
         preset: Preset,
         *,
@@ -64,7 +64,7 @@ class Labeller:
         truth: np.ndarray | None = None,
         log: Callable[[str], None] = print,
     ):
-        self.model, self.maker, self.rows, self.preset = model, maker, rows, preset
+        self.model, self.loader, self.rows, self.preset = model, loader, rows, preset
         self.ctx, self.precision, self.prior, self.clusters = ctx, precision, prior, clusters
         self.fixed, self.truth, self.log = fixed, truth, log
         # Posteriors of each clip from its last training step (posteriors_from="training"): (H, N, K)
@@ -130,7 +130,7 @@ class Labeller:
             if not from_memory:
                 fv, fa = extract_features(
                     self.model,
-                    self.maker,
+                    self.loader,
                     local_rows,
                     precision=self.precision,
                     batch_size=self.preset.eval_batch_size,

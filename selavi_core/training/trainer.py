@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,14 @@ from selavi_core.progress import progress
 from selavi_core.runs.assign import write_assignments
 from selavi_core.selflabel.priors import parse_prior
 from selavi_core.training import distributed
-from selavi_core.training.batches import BatchMaker
-from selavi_core.training.clip_cache import build_cache
 from selavi_core.training.constraints import FixedRows, LabelConstraints
 from selavi_core.training.contrast import CrossModalProjector, TrainingNet, correspondence_loss
 from selavi_core.training.distributed import Context, setup_context
 from selavi_core.training.labelling import Labeller, audio_weight
+from selavi_core.training.loader import Loader
 from selavi_core.training.refine import refine_heads
 from selavi_core.training.state import TrainState
+from selavi_core.training.windows import batch_maker, open_source
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "Context", "TrainState", "Trainer", "schedule_points", "train"]
 
@@ -93,11 +93,12 @@ class Trainer:
         self.total_iters: int | None = None  # set by fit(): the audio weight's ramp spans it
         catalog = load_catalog(self.catalog_dir)
         self.catalog_hash = catalog_hash(self.catalog_dir)
+        # the uint8 cache (built by rank 0 first) or, for presets without one, the original files
         if ctx.main:
-            self.cache = build_cache(catalog, self.catalog_dir, self.catalog_hash, preset, log=self.log)
+            self.cache = open_source(catalog, self.catalog_dir, self.catalog_hash, preset, log=self.log)
         distributed.barrier(ctx)
         if not ctx.main:
-            self.cache = build_cache(catalog, self.catalog_dir, self.catalog_hash, preset, log=self.log)
+            self.cache = open_source(catalog, self.catalog_dir, self.catalog_hash, preset, log=self.log)
         self.rows = self.cache.ok_rows
         if len(self.rows) < preset.optim.batch_size * ctx.world:
             raise SelaviError(
@@ -121,7 +122,10 @@ class Trainer:
                 f"labels from {info.get('run_dir', '?')} (head {info.get('head', '?')}): {len(constraints.names)} "
                 f"names, {info['fixed_rows']} clips pinned, {info['ignored_clips']} labelled clips not in this training"
             )
-        self.maker = BatchMaker(self.cache, preset)
+        self.maker = batch_maker(self.cache, preset)
+        # batches in this process (workers 0) or in DataLoader workers, the cores shared by this node's ranks
+        self.workers = preset.optim.data_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        self.loader = Loader(self.maker, workers=self.workers, device=ctx.device)
         self.precision = precision_for(ctx.device, preset.cpu_bf16)
         torch.manual_seed(preset.optim.seed + ctx.rank)
         if ctx.device.type == "cpu":
@@ -139,7 +143,7 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.labeller = Labeller(
             self.model,
-            self.maker,
+            self.loader,
             self.rows,
             preset,
             ctx=ctx,
@@ -229,8 +233,9 @@ class Trainer:
         self.net.train()
         order = self._epoch_order(0)
         bs = self.preset.optim.batch_size
-        for b in range(min(self.preset.schedule.bn_warmup_batches, self.batches_per_epoch)):
-            video, audio = self.maker.batch(self.rows[order[b * bs : (b + 1) * bs]], train=True, rng=self.rng)
+        n = min(self.preset.schedule.bn_warmup_batches, self.batches_per_epoch)
+        batches = [self.rows[order[b * bs : (b + 1) * bs]] for b in range(n)]
+        for video, audio in self.loader.iterate(batches, train=True, rng=self.rng):
             video, audio = self.precision.inputs(video, audio)
             with self.precision.autocast():
                 self.net(video, audio)
@@ -252,17 +257,28 @@ class Trainer:
             st.epoch = epoch
             self._set_lr(epoch)
             order = self._epoch_order(epoch)
+            batches = [self.rows[order[b * bs : (b + 1) * bs]] for b in range(per_epoch)]
             losses: list[float] = []
             parts: dict[str, list[float]] = {}
+            # The batches of one segment (up to the next labelling) stream from the loader; a labelling starts
+            # only once a segment is used up, since its pass over the data shares the loader's workers.
+            segment: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
+            left = 0
+            step_s, wait_before = 0.0, self.loader.wait_s
             bar = progress(range(per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
             for b in bar:
                 if points and st.iteration >= points[0]:
                     while points and st.iteration >= points[0]:
                         points.pop(0)
                     self.relabel()
+                if left == 0:
+                    stop = per_epoch if not points else min(per_epoch, b + points[0] - st.iteration)
+                    segment, left = self.loader.iterate(batches[b:stop], train=True, rng=self.rng), stop - b
+                t_step = time.perf_counter()
                 self.net.train()
                 rows_pos = order[b * bs : (b + 1) * bs]
-                video, audio = self.maker.batch(self.rows[rows_pos], train=True, rng=self.rng)
+                video, audio = next(segment)
+                left -= 1
                 video, audio = self.precision.inputs(video, audio)
                 assert st.labels is not None, "the schedule labels at iteration 0, and a resumed run has labels"
                 y = torch.from_numpy(st.labels[rows_pos]).to(self.ctx.device)
@@ -280,11 +296,15 @@ class Trainer:
                 for key, value in step_parts.items():
                     parts.setdefault(key, []).append(value)
                 st.iteration += 1
+                step_s += time.perf_counter() - t_step
             record = {
                 "epoch": epoch + 1,
                 "loss": round(float(np.mean(losses)), 4),
                 "seconds": round(time.time() - t_start, 1),
                 "labellings": st.n_labellings,
+                # training steps only (labellings aside): clips a second, and the share of it spent waiting for data
+                "clips_per_s": round(per_epoch * bs * self.ctx.world / max(step_s, 1e-9), 2),
+                "data_wait": round((self.loader.wait_s - wait_before) / max(step_s, 1e-9), 4),
             }
             record.update({key: round(float(np.mean(values)), 4) for key, values in parts.items()})
             last = st.history[-1] if st.history else {}
@@ -314,7 +334,7 @@ class Trainer:
         if self.ctx.main:
             fv, fa = extract_features(
                 self.model,
-                self.maker,
+                self.loader,
                 self.rows,
                 precision=self.precision,
                 batch_size=self.preset.eval_batch_size,
@@ -436,6 +456,7 @@ def train(
     trainer.fit(trainer.epochs)
     features = trainer.refine()
     seconds = time.time() - t0
+    trainer.loader.close()
     if ctx.main:
         write_assignments(
             trainer.model,
