@@ -17,6 +17,7 @@ top of the next render (``show_flash``) instead of an exception.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,11 +27,12 @@ from selavi_core.config import STUDIO
 from selavi_core.errors import SelaviError
 from selavi_core.labels import LabelError, LabelStore, StaleEditError
 from selavi_core.studio import RunRef, StudioRun, open_run, runs_from_env
-from selavi_core.studio.browse import clip_caption
+from selavi_core.studio.browse import clip_caption, clip_files
 from selavi_core.studio.labelling import clean_annotator, conflict_message, open_label_store
 from selavi_core.studio.labelling import export_download as _export
-from selavi_core.studio.media import placeholder_svg, read_poster
+from selavi_core.studio.media import BUILDING_POSTER, placeholder_svg, read_poster, video_html
 from selavi_core.studio.runs import run_stamp
+from selavi_core.studio.serve import MEDIA, media_fragment
 
 RUN, HEAD, CLUSTER, CLIP, HEAD_B, ANNOTATOR = "run", "head", "cluster", "clip", "head_b", "annotator"
 EDIT_HINT = "Enter your name under **Annotator** in the sidebar to edit labels: every edit records who made it."
@@ -228,30 +230,63 @@ def set_clip(clip_id: str) -> None:
 
 
 # ---- media -------------------------------------------------------------------------------------------
-def placeholder(text: str) -> None:
-    st.markdown(placeholder_svg(text), unsafe_allow_html=True)
+def placeholder(text: str, title: str = "no preview") -> None:
+    st.markdown(placeholder_svg(text, title=title), unsafe_allow_html=True)
+
+
+@st.fragment(run_every=STUDIO.build_poll_s)
+def _wait_for_builds(sr: StudioRun) -> None:
+    """While previews or posters are built in the background: look again every few seconds, then redraw."""
+    n = sr.on_demand.pending()
+    if n == 0:
+        st.rerun()
+    st.caption(f"Preparing {n} preview{'s' * (n != 1)} or poster{'s' * (n != 1)} in the background…")
 
 
 def player(sr: StudioRun, row: int | None, *, head: int | None = None, autoplay: bool = False) -> None:
-    """The page's one video player (with sound) for clip ``row``, or a placeholder that says why not."""
+    """The page's one video player (with sound) for clip ``row``, or a placeholder that says why not.
+
+    A preview plays if there is one; else the source itself, from its clip window, when a browser plays
+    it as it is; else a preview is built in the background and a placeholder says so meanwhile."""
     if row is None:
         st.info("Click ▶ under a poster to play that clip here.")
         return
     media = sr.media(row)
     caption = clip_caption(sr, row, head)
-    if media.mp4 is not None:
-        try:
-            st.video(str(media.mp4), autoplay=autoplay, muted=autoplay)
-        except Exception as err:  # unreadable file: show why, never crash the page
-            placeholder(f"cannot read preview: {err}")
+    target = media.mp4 if media.mp4 is not None else media.source
+    if target is not None:
+        window = media_fragment(media.start_s, media.end_s) if media.mp4 is None else ""
+        if MEDIA.mounted:
+            url = MEDIA.url(target, sr.media_roots, window)
+            poster = MEDIA.url(media.poster, sr.media_roots) if media.poster is not None else None
+            if url is not None:
+                st.html(video_html(url, poster_url=poster, autoplay=autoplay, label=f"{media.clip_id} · {target.name}"))
+            else:
+                placeholder(f"refused: {target.name} is outside the catalog's media folders")
+        else:  # Home.py run on its own (no media route): Streamlit reads the file and serves it
+            try:
+                if media.mp4 is None:
+                    end = math.ceil(media.end_s) if media.end_s else None
+                    st.video(str(target), start_time=int(media.start_s), end_time=end, autoplay=autoplay,
+                             muted=autoplay)  # fmt: skip
+                else:
+                    st.video(str(target), autoplay=autoplay, muted=autoplay)
+            except Exception as err:  # unreadable file: show why, never crash the page
+                placeholder(f"cannot read the clip: {err}")
     else:
         poster = read_poster(media)
         if poster is not None:
             st.image(poster, width=320)
         else:
-            placeholder(media.problem or "no preview")
-        st.warning(media.problem or "This clip has no playable preview.")
+            placeholder(media.problem or "no preview", title="preparing" if media.pending else "no preview")
+        if media.pending:
+            st.info(f"Building a browser preview of this clip ({media.problem or 'in the background'}); "
+                    "it plays here as soon as it is ready.")  # fmt: skip
+        else:
+            st.warning(media.problem or "This clip has no playable preview.")
     st.caption(caption)
+    if media.pending:
+        _wait_for_builds(sr)
 
 
 def poster_grid(
@@ -260,28 +295,38 @@ def poster_grid(
 ) -> None:  # fmt: skip
     """Poster frames of ``rows`` in a grid; ▶ under each puts that clip in the page's player.
 
-    ``notes`` (e.g. a clip's human label) are written under the button in full, where a long button
-    caption would be cut."""
+    Under each: the clip's file name, and ``notes`` (e.g. a clip's human label) in full, where a long
+    button caption would be cut. Missing previews and posters of these clips are built in the background."""
     rows = [int(r) for r in rows]
     if not rows:
         st.caption("No clips to show.")
         return
     ids = sr.clip_ids
+    files = clip_files(sr, rows)
+    pending = False
     for start in range(0, len(rows), columns):
         cols = st.columns(columns)
         for j, row in enumerate(rows[start : start + columns]):
             with cols[j]:
                 media = sr.media(row)
+                pending = pending or media.pending
                 poster = read_poster(media)
                 if poster is not None:
                     st.image(poster, width="stretch")
+                elif media.pending:
+                    placeholder(media.problem or BUILDING_POSTER, title="preparing")
                 else:
                     placeholder(media.problem or "poster unreadable")
                 label = captions[start + j] if captions else str(ids[row])
+                file = files[start + j]
                 st.button(f"▶ {label}", key=f"{key}-{row}", on_click=set_clip, args=(str(ids[row]),),
-                          width="stretch", help=f"play {ids[row]}")  # fmt: skip
+                          width="stretch", help=f"play {ids[row]}" + (f" ({file})" if file else ""))  # fmt: skip
+                if file:
+                    st.caption(file)
                 if notes and notes[start + j]:
                     st.caption(notes[start + j])
+    if pending:
+        _wait_for_builds(sr)
 
 
 def pager(n_pages: int, key: str) -> int:

@@ -591,6 +591,8 @@ class StudioSpec:
     montage_threads: int = 2  # encoder threads
     montage_fill_grey: int = 20  # grey level (0-255) of empty cells when a cluster has fewer playable members
     montage_candidates_per_cell: int = 4  # most confident members looked at per cell for a playable preview
+    build_workers: int = 2  # previews and posters built on demand at once, in the background (the page's clips)
+    build_poll_s: float = 1.5  # how often a page waiting for them looks again
 
 
 STUDIO = StudioSpec()

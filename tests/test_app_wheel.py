@@ -77,7 +77,7 @@ def test_the_wheel_ships_the_studio_and_runs_from_it(installed, outside):
     core, app, entry = (Path(line) for line in done.stdout.split())
     for path in (core, app, entry):  # what runs is the installed copy, never the checkout
         assert path.is_relative_to(installed) and not path.is_relative_to(ROOT), path
-    assert entry == installed / "selavi_app" / "Home.py"
+    assert entry == installed / "selavi_app" / "studio_server.py"  # serves Home.py and the media route
 
 
 def _children(pid: int) -> list[int]:
@@ -105,9 +105,9 @@ def test_installed_selavi_app_serves_the_home_page(installed, outside, studio_ru
     except RuntimeError as err:
         pytest.fail(str(err))
     try:
-        # the Streamlit child runs the installed Home.py
+        # the Streamlit child runs the installed studio_server.py (which serves the installed Home.py)
         cmdlines = [Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0") for c in _children(server.proc.pid)]
-        assert any(str(installed / "selavi_app" / "Home.py").encode() in c for c in cmdlines), cmdlines
+        assert any(str(installed / "selavi_app" / "studio_server.py").encode() in c for c in cmdlines), cmdlines
 
         from playwright.sync_api import sync_playwright
 

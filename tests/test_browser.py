@@ -110,3 +110,71 @@ def test_every_page_renders_and_map_draws(server, page):
     _settle(page)
     assert page.get_by_role("textbox", name="Clip id").input_value().startswith("c0000")
     page.screenshot(path=str(SHOTS / "similar.png"), full_page=True)
+
+
+# ---- a run made by `selavi train` alone: no `selavi previews` ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_server(tiny_catalog, tmp_path_factory):
+    """`selavi train` on the tiny real catalog (H.264/AAC MP4s, moov at the end), then `selavi app` on it."""
+    from selavi_core.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    catalog = root / "catalog"
+    shutil.copytree(tiny_catalog, catalog)  # the app builds posters into CATALOG_DIR/previews: work on a copy
+    run_dir = root / "trained"
+    args = ["train", str(catalog), "--out", str(run_dir), "--epochs", "1", "--heads", "1", "--clusters", "2",
+            "--batch-size", "8", "--labellings", "2", "--refine-rounds", "0", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert not (catalog / "previews" / "index.parquet").exists()  # no preview pass
+    app = AppServer(run_dir, root / "app.log")
+    try:
+        base = app.start()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield base, catalog
+    app.stop()
+
+
+def test_a_freshly_trained_run_plays_its_clips_without_previews(trained_server, page):
+    import urllib.request
+
+    base, catalog = trained_server
+    page.goto(f"{base}/clusters?run=trained&head=0")
+    page.get_by_role("heading", name="Clusters of head 0").wait_for()
+    page.get_by_role("button", name="▶").first.click()
+    video = page.locator("video")
+    video.first.wait_for()
+    assert video.count() == 1
+    src = video.first.evaluate("v => v.currentSrc")
+    assert "/selavi-media/" in src and "#t=0.000,2.000" in src and src.endswith(".mp4#t=0.000,2.000"), src
+    state = video.first.evaluate(PLAY_CHECK)
+    assert state["error"] is None, state
+    assert state["width"] > 0 and state["frames"] > 0, state  # video frames really decoded, from the source
+    assert state["time"] > 0.2, state
+    assert state["audioBytes"] > 0, state  # and the sound
+    assert not list((catalog / "previews").glob("*.mp4"))  # played as it is: no preview was encoded
+    # the source was served with ranges (the browser reads the trailing moov atom with them)
+    req = urllib.request.Request(src.split("#")[0], headers={"Range": "bytes=0-99"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 206 and len(resp.read()) == 100
+        assert resp.headers["Content-Range"].startswith("bytes 0-99/") and resp.headers["Content-Type"] == "video/mp4"
+    # posters were made on demand: the grid shows images, not placeholders, once they are there
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 1",
+                           timeout=60_000)  # fmt: skip
+    assert list((catalog / "previews").glob("*.jpg"))
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "clusters_trained_no_previews.png"), full_page=True)
+
+
+def test_media_route_refuses_what_was_not_registered(trained_server):
+    import urllib.error
+    import urllib.request
+
+    base, _ = trained_server
+    for path in ("/selavi-media/" + "0" * 32 + "/x.mp4", "/selavi-media/../../etc/passwd",
+                 "/selavi-media/%2e%2e/%2e%2e/etc/hostname"):  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + path, timeout=10)
+        assert err.value.code in (400, 404), path  # 400: Streamlit's own path-security middleware

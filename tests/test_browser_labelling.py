@@ -96,6 +96,7 @@ def test_rename_override_export_and_survive_sigkill(app, browser, tmp_path):
 
     # one clip of the grid gets its own label
     clips = page.get_by_test_id("stMultiSelect").filter(has=page.get_by_text("Clips", exact=True))
+    clips.scroll_into_view_if_needed()  # below the grid: a dropdown opened outside the viewport shows no options
     clips.click()
     option = page.get_by_role("option", name=re.compile(r"^c\d{6}")).first  # (the first option is "Select all")
     cat_clip = option.inner_text().split()[0]

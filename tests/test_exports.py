@@ -106,6 +106,7 @@ def test_csv_round_trip(plain_run: LabelStore, tmp_path: Path) -> None:
         assert (r["label"] or None) == e.label and r["label_source"] == e.label_source
         assert r["cluster"] == e.cluster and int(r["head"]) == 0
         assert r["path"] == str(catalog_dir / e.path) and float(r["start_s"]) == e.start_s
+        assert r["file"] == Path(e.path).name  # the file name next to the opaque id
         assert float(r["confidence"]) == pytest.approx(e.confidence, abs=1e-6)
         assert (r["annotator"] or None) == e.annotator
         if r["time"]:

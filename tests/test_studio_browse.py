@@ -19,6 +19,7 @@ from selavi_core.studio.browse import (
     MAX_SPLIT_PARTS,
     MEMBER_ORDERS,
     clip_caption,
+    clip_files,
     clip_in_cluster,
     cluster_choice_label,
     cluster_sorts,
@@ -192,10 +193,12 @@ def test_clip_in_cluster_start_clip_and_caption(sr, joint):
     audio = np.load(sr.run.dir / "assignments" / "audio.npy")[:, 1]
     confidence = np.load(sr.run.dir / "assignments" / "confidence.npy")[:, 1]
     cid = str(sr.clip_ids[row])
-    label = pd.read_parquet(Path(sr.run.meta.catalog_dir) / "clips.parquet").set_index("clip_id").at[cid, "label"]
-    assert clip_caption(sr, row) == f"`{cid}` · ground truth **{label}**"
+    cat = pd.read_parquet(Path(sr.run.meta.catalog_dir) / "clips.parquet").set_index("clip_id")
+    label, file = cat.at[cid, "label"], Path(cat.at[cid, "path"]).name  # the file name next to the opaque id
+    assert clip_caption(sr, row) == f"`{cid}` · file `{file}` · ground truth **{label}**"
+    assert clip_files(sr, [row, 0]) == [file, Path(cat.at[str(sr.clip_ids[0]), "path"]).name]
     assert clip_caption(sr, row, 1) == (
-        f"`{cid}` · ground truth **{label}** · cluster 2 of head 1 (confidence {confidence[row]:.2f}; "
+        f"`{cid}` · file `{file}` · ground truth **{label}** · cluster 2 of head 1 (confidence {confidence[row]:.2f}; "
         f"video alone → {video[row]}, audio alone → {audio[row]})"
     )
 

@@ -15,8 +15,10 @@ from selavi_core.catalog.schema import (
     CLIPS_FILE,
     META_FILE,
     PROBE_CACHE_FILE,
+    PROBE_COLUMNS,
     catalog_hash,
     load_catalog,
+    media_roots,
     ok_clips,
 )
 
@@ -27,6 +29,7 @@ __all__ = [
     "LAYOUTS",
     "META_FILE",
     "PROBE_CACHE_FILE",
+    "PROBE_COLUMNS",
     "ClipSpec",
     "IngestReport",
     "build_catalog",
@@ -34,6 +37,7 @@ __all__ = [
     "detect_format",
     "load_catalog",
     "make_clip_id",
+    "media_roots",
     "ok_clips",
     "read_layout",
 ]

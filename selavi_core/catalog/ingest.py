@@ -38,8 +38,10 @@ from selavi_core.catalog.layouts import ClipSpec
 from selavi_core.catalog.schema import (
     CATALOG_COLUMNS,
     CLIPS_FILE,
+    MEDIA_ROOTS_KEY,
     META_FILE,
     PROBE_CACHE_FILE,
+    PROBE_COLUMNS,
     STATUS_ERROR,
     STATUS_OK,
     catalog_hash,
@@ -53,12 +55,12 @@ CLIP_ID_SALT = b"selavi-clip-v1"
 CLIP_ID_CHARS = 16
 
 #: Bump when what ``probe`` reports changes, so cached probes of an older version are not reused.
-PROBE_CACHE_VERSION = 1
+PROBE_CACHE_VERSION = 2  # 2: pix_fmt
 
 #: MediaInfo fields kept in the probe cache.
 MEDIA_FIELDS = (
     "container", "duration_s", "fps", "width", "height", "video_codec", "n_frames", "has_audio",
-    "audio_codec", "audio_rate", "audio_channels",
+    "audio_codec", "audio_rate", "audio_channels", "pix_fmt",
 )  # fmt: skip
 
 REASON_AFTER_END = "window starts after the end of the file"
@@ -66,6 +68,8 @@ REASON_NO_DURATION = "unknown duration"
 
 #: Paths shown per error reason in the report.
 EXAMPLES_PER_REASON = 3
+
+_MAX_MEDIA_ROOTS = 256
 
 _FLOAT_COLUMNS = ("start_s", "end_s", "duration_s", "fps")
 _INT_COLUMNS = ("width", "height", "audio_rate")
@@ -272,7 +276,7 @@ def _write_probe_cache(path: Path, entries: dict[tuple[str, int, int], dict[str,
         for (p, size, mtime), rec in sorted(entries.items())
     ]
     df = pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "version", *MEDIA_FIELDS, "reason"])
-    for col in ("container", "video_codec", "audio_codec", "reason"):
+    for col in ("container", "video_codec", "audio_codec", "pix_fmt", "reason"):
         df[col] = df[col].astype(object)
     with atomic_write(path, durable=False) as tmp:  # a cache: losing it costs a re-probe
         df.to_parquet(tmp, index=False)
@@ -345,10 +349,11 @@ def _clip_row(spec: ClipSpec, rec: dict[str, Any]) -> dict[str, Any]:
         "path": spec.path, "start_s": spec.start_s, "end_s": spec.end_s, "label": spec.label, "split": spec.split,
         "duration_s": None, "fps": None, "width": None, "height": None, "has_audio": None, "video_codec": None,
         "audio_rate": None, "status": STATUS_ERROR, "error": rec.get("reason"), "source_id": spec.source_id,
+        **dict.fromkeys(PROBE_COLUMNS),
     }  # fmt: skip
     if rec.get("reason"):
         return row
-    for f in ("duration_s", "fps", "width", "height", "has_audio", "video_codec", "audio_rate"):
+    for f in ("duration_s", "fps", "width", "height", "has_audio", "video_codec", "audio_rate", *PROBE_COLUMNS):
         row[f] = rec.get(f)
     duration = rec.get("duration_s")
     if duration is None or not duration > 0:
@@ -366,7 +371,7 @@ def _clip_row(spec: ClipSpec, rec: dict[str, Any]) -> dict[str, Any]:
 def _extra_columns(specs: Sequence[ClipSpec]) -> dict[str, str]:
     """Layout extras (speaker, quality...) -> column names, renamed where they clash with ours."""
     keys = sorted({k for s in specs for k in s.extra})
-    return {k: (f"extra_{k}" if k in CATALOG_COLUMNS else k) for k in keys}
+    return {k: (f"extra_{k}" if k in CATALOG_COLUMNS or k in PROBE_COLUMNS else k) for k in keys}
 
 
 def _frame(specs: Sequence[ClipSpec], ids: list[str], records: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -379,7 +384,7 @@ def _frame(specs: Sequence[ClipSpec], ids: list[str], records: dict[str, dict[st
             v = spec.extra.get(key)
             row[col] = None if v is None else str(v)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=[*CATALOG_COLUMNS, *extras.values()])
+    df = pd.DataFrame(rows, columns=[*CATALOG_COLUMNS, *PROBE_COLUMNS, *extras.values()])
     for col in _FLOAT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     for col in _INT_COLUMNS:
@@ -474,6 +479,7 @@ def build_catalog(
         "examples": examples,
         "probe": {"probed": counts.probed, "cached": counts.cached, "resumed": counts.resumed, "workers": workers},
         "columns": list(df.columns),
+        MEDIA_ROOTS_KEY: _media_roots(root, df),
     }
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False))
     return IngestReport(
@@ -490,6 +496,22 @@ def build_catalog(
         catalog_hash=digest,
         seconds=time.perf_counter() - started,
     )
+
+
+def _media_roots(root: Path, df: pd.DataFrame) -> list[str]:
+    """The folders the Studio may serve this catalog's files from (``schema.media_roots``): the source
+    root, plus the folders of clips that live elsewhere (a list file naming other folders), nested ones
+    left out; more than ``_MAX_MEDIA_ROOTS`` such folders collapse into their common folder."""
+    outside = sorted({os.path.dirname(p) for p in df["path"] if isinstance(p, str) and os.path.isabs(p)}
+                     - {str(root)})  # fmt: skip
+    kept: list[str] = []
+    for d in outside:  # sorted: a folder comes before the folders inside it
+        if Path(d).is_relative_to(root) or any(Path(d).is_relative_to(k) for k in kept[-1:]):
+            continue
+        kept.append(d)
+    if len(kept) > _MAX_MEDIA_ROOTS:
+        kept = [os.path.commonpath(kept)]
+    return [str(root), *kept]
 
 
 def _absolute(spec: ClipSpec) -> ClipSpec:

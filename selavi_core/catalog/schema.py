@@ -8,6 +8,7 @@ bytes' hash (``catalog_hash``) is what runs and caches record to notice a change
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,15 @@ CATALOG_COLUMNS: tuple[str, ...] = (
     "clip_id", "path", "start_s", "end_s", "label", "split", "duration_s", "fps", "width", "height",
     "has_audio", "video_codec", "audio_rate", "status", "error", "source_id",
 )  # fmt: skip
+
+#: Probe facts added later (the Studio's "does a browser play this file as it is?"). They follow
+#: ``CATALOG_COLUMNS`` in catalogs ingested since; ``load_catalog`` adds them, empty, to older catalogs
+#: (which stay readable and keep their hash: nothing is rewritten).
+PROBE_COLUMNS: tuple[str, ...] = ("container", "audio_codec", "pix_fmt")
+
+#: ``catalog.json``'s list of the folders the clips' files live under: the only places (with the
+#: previews folder) the Studio serves media from.
+MEDIA_ROOTS_KEY = "media_roots"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -52,7 +62,38 @@ def load_catalog(catalog_dir: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in CATALOG_COLUMNS if c not in df.columns]
     if missing:
         raise CatalogError(f"{clips} lacks columns {', '.join(missing)}; rebuild it with `selavi ingest`")
+    for col in PROBE_COLUMNS:  # catalogs from before these facts were probed: unknown, not an error
+        if col not in df.columns:
+            df[col] = pd.Series([None] * len(df), dtype=object, index=df.index)
     return df
+
+
+def media_roots(catalog_dir: str | os.PathLike) -> list[Path]:
+    """The folders the catalog's media files live under, as recorded at ingest (absolute, resolved).
+
+    ``catalog.json``'s ``media_roots`` (written since the Studio serves source files), else its
+    ``source`` (the folder ingested, or a list file's folder). Nothing when the catalog has no
+    ``catalog.json``: a row's path alone never makes its folder servable, because a row can point anywhere.
+    """
+    meta_path = Path(catalog_dir) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(meta, dict):
+        return []
+    raw = meta.get(MEDIA_ROOTS_KEY)
+    if not isinstance(raw, list):
+        src = meta.get("source")
+        if not isinstance(src, str) or not src:
+            return []
+        p = Path(src)
+        raw = [str(p.parent if p.is_file() else p)]
+    roots = []
+    for r in raw:
+        if isinstance(r, str) and r and os.path.isabs(r):
+            roots.append(Path(os.path.realpath(r)))
+    return list(dict.fromkeys(roots))
 
 
 def catalog_hash(catalog_dir: str | os.PathLike) -> str:

@@ -31,14 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+#: What ``streamlit run`` starts: Streamlit's ASGI app (Home.py) plus the media route (``selavi_app.SERVER``).
+SERVER_SCRIPT = "studio_server.py"
+
+
 def app_entry() -> Path:
-    """The Studio's entry script, ``Home.py`` of the installed ``selavi_app`` package (wheel or checkout)."""
+    """The Studio's server script, ``studio_server.py`` of the installed ``selavi_app`` package (wheel or checkout).
+
+    It serves ``Home.py`` (the pages) and the clip media route (``selavi_core.studio.serve``)."""
     from importlib import resources
 
     from selavi_core.errors import SelaviError
 
     try:
-        entry = Path(str(resources.files(APP_PACKAGE) / "Home.py"))
+        entry = Path(str(resources.files(APP_PACKAGE) / SERVER_SCRIPT))
     except ModuleNotFoundError:
         raise SelaviError(
             f"the Studio's package {APP_PACKAGE} is not installed: install the project (`pip install .`)"

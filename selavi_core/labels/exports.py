@@ -2,7 +2,7 @@
 
 ``export_labels(store, fmt, out, ...)`` writes one of ``FORMATS`` (../shared/docs/app-field-notes.md §5.1):
 
-- ``csv``         clip_id, path, start_s, end_s, label, label_source, head, cluster, confidence, annotator, time
+- ``csv``         clip_id, file (the clip's file name), path, start_s, end_s, label, label_source, head, cluster, confidence, annotator, time
 - ``json``        ``{"clips": [same rows], "vocabulary": [label, count, override, cluster], ...}``
 - ``kinetics``    ``label,youtube_id,time_start,time_end,split`` (the DeepMind annotation CSV)
 - ``vggsound``    headerless ``youtube_id,start,label,split`` (the hche11/VGGSound CSV)
@@ -59,7 +59,8 @@ from selavi_core.runs.run import CLIPS_FILE, META_FILE
 
 FORMATS = ("csv", "json", "kinetics", "vggsound", "fiftyone", "labelstudio")
 CSV_COLUMNS = (
-    "clip_id", "path", "start_s", "end_s", "label", "label_source", "head", "cluster", "confidence", "annotator", "time",
+    "clip_id", "file", "path", "start_s", "end_s", "label", "label_source", "head", "cluster", "confidence", "annotator",
+    "time",
 )  # fmt: skip
 KINETICS_HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
 UNLABELED_DIR = "_unlabeled"  # FiftyOne's name for the class folder of unlabelled samples
@@ -198,6 +199,7 @@ def record_columns(table: pd.DataFrame) -> dict[str, list[Any]]:
     conf = np.round(table["confidence"].to_numpy(dtype=np.float64), 6)
     return {
         "clip_id": [str(c) for c in table["clip_id"]],
+        "file": [os.path.basename(p) if isinstance(p, str) and p else None for p in table["path"]],
         "path": _values(table["path"]),
         "start_s": _values(table["start_s"].to_numpy(dtype=np.float64)),
         "end_s": _values(table["end_s"].to_numpy(dtype=np.float64)),

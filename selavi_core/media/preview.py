@@ -232,6 +232,57 @@ def clean_orphans(out_dir: str | os.PathLike) -> int:
     )
 
 
+def preview_files(
+    path: str | os.PathLike, start_s: float, end_s: float, out_dir: str | os.PathLike, spec: PreviewSpec = PREVIEW
+) -> PreviewFiles:
+    """Where ``ensure_preview`` puts (or has put) the preview of this window; nothing is built or checked."""
+    key = preview_key(path, start_s, end_s, spec)
+    return PreviewFiles(mp4=Path(out_dir) / f"{key}.mp4", poster=Path(out_dir) / f"{key}.jpg")
+
+
+def cached_preview(
+    path: str | os.PathLike, start_s: float, end_s: float, out_dir: str | os.PathLike, spec: PreviewSpec = PREVIEW
+) -> tuple[Path | None, Path | None]:
+    """(preview MP4, poster JPEG) of this window already in ``out_dir`` (each None when not there).
+
+    Raises ``OSError`` when the source cannot be read (the key needs its size, mtime and edges)."""
+    files = preview_files(path, start_s, end_s, out_dir, spec)
+    return (files.mp4 if _complete(files.mp4) else None), (files.poster if _complete(files.poster) else None)
+
+
+def ensure_poster(
+    path: str | os.PathLike, start_s: float, end_s: float, out_dir: str | os.PathLike, spec: PreviewSpec = PREVIEW
+) -> Path:
+    """The poster JPEG of [start_s, end_s) of ``path`` in ``out_dir`` (the frame a preview would use), made if missing.
+
+    For clips the browser plays as they are: one frame is decoded, no preview is encoded. Raises
+    ``MediaError`` subclasses for bad sources.
+    """
+    src = str(path)
+    check_file(src)
+    poster = preview_files(src, start_s, end_s, out_dir, spec).poster
+    if _complete(poster):
+        return poster
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    n_out = max(1, int(round((end_s - start_s) * spec.fps)))
+    at = start_s + (n_out // 2) / spec.fps
+    try:
+        with open_media(src) as container:
+            vstream = video_stream(container, src)
+            origin = time_origin(container, vstream)
+            src_w, src_h = display_size(vstream)
+            out_w, out_h = _preview_size(src_w, src_h, spec)
+            sw, sh, cx, cy, _, _ = target_geometry(src_w, src_h, size=(out_w, out_h))
+            frame = next(f for _, f in iter_window_frames(container, vstream, origin, at, 1, spec.fps, src))
+            full = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+    except FFmpegError as err:
+        raise TruncatedMedia(src, f"truncated or corrupt: {ffmpeg_message(err)}") from None
+    rgb = np.ascontiguousarray(full[cy : cy + out_h, cx : cx + out_w], dtype=np.uint8)
+    with atomic_write(poster, durable=False) as jpg_tmp:
+        Image.fromarray(rgb).save(jpg_tmp, format="JPEG", quality=spec.poster_quality)
+    return poster
+
+
 def _complete(path: Path) -> bool:
     try:
         return path.stat().st_size > 0
@@ -310,14 +361,20 @@ def preview_mp4s(catalog_dir: str | os.PathLike) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ClipMedia:
+    """What the Studio can show of a clip: a preview MP4, or the source itself, a poster, or why not."""
+
     clip_id: str
-    mp4: Path | None  # None when there is nothing playable; ``problem`` says why
+    mp4: Path | None  # the preview; None when there is none (``source`` or ``problem`` then)
     poster: Path | None
     problem: str | None = None
+    source: Path | None = None  # the source file, when no preview is there and a browser plays it as it is
+    start_s: float = 0.0  # the clip's window in ``source``
+    end_s: float | None = None
+    pending: bool = False  # a preview or poster is being built for it (show a placeholder, look again soon)
 
     @property
     def playable(self) -> bool:
-        return self.mp4 is not None
+        return self.mp4 is not None or self.source is not None
 
 
 class PreviewIndex:

@@ -64,6 +64,7 @@ class MediaInfo:
     audio_codec: str | None
     audio_rate: int | None
     audio_channels: int | None
+    pix_fmt: str | None = None  # the first frame's pixel format (browsers decode H.264 only as 4:2:0 8-bit)
 
 
 def ffmpeg_message(err: BaseException) -> str:
@@ -276,6 +277,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             duration = header_duration(container, vstream)
             frame = first_frame(container, vstream, str(p))
             width, height = display_size(vstream)
+            pix_fmt = frame.format.name if frame.format is not None else None
             if width <= 0 or height <= 0:
                 width, height = frame.width, frame.height
             actx = astream.codec_context if astream is not None else None
@@ -312,4 +314,5 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         audio_codec=audio_codec,
         audio_rate=audio_rate,
         audio_channels=audio_channels,
+        pix_fmt=pix_fmt,
     )

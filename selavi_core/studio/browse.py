@@ -7,6 +7,7 @@ Pure functions of the Studio's frames (``StudioRun.cluster_index``, ``LabelStore
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -126,10 +127,26 @@ def _known(value: object) -> bool:
     return value is not None and str(value) not in ("<NA>", "nan")
 
 
+def clip_file(path: object) -> str:
+    """A clip's file name (no folders) to show next to its opaque id; "" when the catalog has no path."""
+    return os.path.basename(path) if isinstance(path, str) else ""
+
+
+def clip_files(sr: StudioRun, rows: Iterable[int]) -> list[str]:
+    """The file names of clips ``rows`` (``clip_file``), in order."""
+    rows = list(rows)
+    if "path" not in sr.catalog:
+        return [""] * len(rows)
+    return [clip_file(p) for p in sr.catalog["path"].iloc[rows]]
+
+
 def clip_caption(sr: StudioRun, row: int, head: int | None = None) -> str:
-    """The line under a player: the clip, its ground truth, and its cluster with the video/audio predictions."""
+    """The line under a player: the clip and its file, its ground truth, and its cluster with the video/audio
+    predictions."""
     facts = sr.clip_rows([row]).iloc[0]
     bits = [f"`{facts['clip_id']}`"]
+    if file := clip_file(facts.get("path")):
+        bits.append(f"file `{file}`")
     if "label" in facts and _known(facts["label"]):
         bits.append(f"ground truth **{facts['label']}**")
     if head is not None:

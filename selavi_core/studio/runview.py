@@ -8,6 +8,7 @@ anything: ground truth only adds columns (purity, majority class) when the catal
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,8 @@ from selavi_core.studio.compare import (
     head_names,
     ordered_contingency,
 )
+from selavi_core.studio.media import BUILDING, OnDemand
+from selavi_core.studio.serve import allowed_file
 
 if TYPE_CHECKING:
     from selavi_core.media.preview import ClipMedia, PreviewIndex
@@ -121,8 +124,68 @@ class StudioRun:
 
         return PreviewIndex(self.run.meta.catalog_dir)
 
-    def media(self, row: int) -> ClipMedia:
-        return self.previews.lookup(str(self.clip_ids[row]))
+    @cached_property
+    def media_roots(self) -> list[Path]:
+        """The only folders media are served (or previews built) from: the catalog's media roots, its previews."""
+        from selavi_core.catalog.schema import media_roots
+
+        return [*media_roots(self.run.meta.catalog_dir), Path(os.path.realpath(self.previews.dir))]
+
+    @cached_property
+    def on_demand(self) -> OnDemand:
+        return OnDemand(self.previews.dir)
+
+    def media(self, row: int, *, build: bool = True) -> ClipMedia:
+        """What the Studio can show of clip ``row``; ``build`` queues a missing preview or poster (the page's clips).
+
+        A preview listed in the previews index first; else the source itself when a browser plays it as
+        it is (a poster made on demand); else a preview made on demand (``pending`` until it is there).
+        Files outside ``media_roots`` are refused, whatever a catalog or index row says.
+        """
+        from selavi_core.media.playable import browser_playable
+        from selavi_core.media.preview import ClipMedia
+
+        cid = str(self.clip_ids[row])
+        roots = self.media_roots
+        m = self.previews.lookup(cid)
+        mp4 = allowed_file(m.mp4, roots) if m.mp4 is not None else None
+        poster = allowed_file(m.poster, roots) if m.poster is not None else None
+        if m.mp4 is not None and mp4 is None:
+            m = ClipMedia(cid, None, None, f"refused: preview {m.mp4.name} is outside the catalog's media folders")
+        if mp4 is not None:
+            return ClipMedia(cid, mp4, poster, m.problem)
+        facts = self.catalog.iloc[row] if "path" in self.catalog else None
+        if facts is None or not isinstance(facts.get("path"), str):
+            return m
+        path = str(facts["path"])
+        start = 0.0 if pd.isna(facts.get("start_s")) else float(facts["start_s"])
+        end = None if pd.isna(facts.get("end_s")) else float(facts["end_s"])
+        if allowed_file(path, roots[:-1]) is None:
+            if not roots[:-1]:
+                return ClipMedia(cid, None, poster, "no preview, and the catalog lists no media folders to play "
+                                 "from (no catalog.json): run `selavi previews CATALOG_DIR`")  # fmt: skip
+            why = (
+                "missing" if os.path.isabs(path) and not os.path.exists(path) else "outside the catalog's media folders"
+            )
+            return ClipMedia(cid, None, poster, f"refused: source {Path(path).name} is {why}")
+        play = browser_playable(facts.get("container"), facts.get("video_codec"), facts.get("pix_fmt"),
+                                facts.get("audio_codec"), facts.get("has_audio"))  # fmt: skip
+        if end is None:
+            end = start if pd.isna(facts.get("duration_s")) else float(facts["duration_s"])
+        if play.ok:
+            pending = False
+            if poster is None and build:
+                b = self.on_demand.poster(path, start, end)
+                poster, pending = b.poster, not b.done
+            return ClipMedia(cid, None, poster, None, source=Path(path), start_s=start, end_s=end, pending=pending)
+        if not build:
+            return m
+        b = self.on_demand.preview(path, start, end)
+        if not b.done:
+            return ClipMedia(cid, None, poster, f"{BUILDING} ({play.reason})", pending=True)
+        if b.error is not None:
+            return ClipMedia(cid, None, poster, f"preview failed: {b.error}")
+        return ClipMedia(cid, b.mp4, b.poster)
 
     def clip_rows(self, rows: np.ndarray | list[int]) -> pd.DataFrame:
         """Catalog facts for some rows (clip_id, label, path, start_s, end_s ...), in the order given."""
