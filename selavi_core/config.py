@@ -74,6 +74,14 @@ def _within(name: str, value: Any, low: float, high: float, *, open_high: bool =
     _require(ok, name, f"lie in {interval}", value, f"in {interval}")
 
 
+def check_flag(flag: str, value: Any, low: float) -> None:
+    """A command-line value that no preset holds (``--workers``, ``--seed``): ``ConfigError`` "FLAG must be >= LOW,
+    got VALUE" unless it was not given (None) or is at least ``low``. The preset's own fields are checked by
+    ``Preset.validate`` (``selavi train`` rewords its errors with the flag)."""
+    if value is not None:
+        _at_least(flag, value, low)
+
+
 def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
     _require(value in choices, name, f"be one of {', '.join(choices)}", value, f"one of {', '.join(choices)}")
 

@@ -59,3 +59,34 @@ def test_every_flag_names_a_field_the_preset_validates() -> None:
         assert hasattr(getattr(CPU_SMALL, section), name), field
     err = ConfigError("optim.momentum must lie in [0, 1), got 2", field="optim.momentum", value=2, allowed="in [0, 1)")
     assert err.for_flags(FLAGS) is err  # a field no flag sets keeps its own name
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--limit-per-class", "0"], "--limit-per-class must be >= 1, got 0"),
+        (["--zipf-s", "nan"], "--zipf-s must be >= 0, got nan"),
+    ],
+)
+def test_selavi_demo_data_refuses_bad_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo-data", str(out), "--fallback", "--limit-per-class", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+    assert not out.exists()
+
+
+def test_selavi_previews_and_evaluate_refuse_bad_values(
+    tiny_catalog: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "previews"
+    assert main(["previews", str(tiny_catalog), "--out", str(out), "--workers", "0"]) == 2  # was: the default
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err and not out.exists()
+    assert main(["previews", str(tiny_catalog), "--out", str(out), "--workers", "-2"]) == 2
+    assert "--workers must be >= 1, got -2" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "no-run"), "--seed", "-1"]) == 2
+    assert "--seed must be >= 0, got -1" in capsys.readouterr().err
