@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -20,21 +21,46 @@ from selavi_core.errors import SelaviError
 
 
 class ConfigError(SelaviError):
-    """A setting that cannot run; the message names the field (``schedule.audio_weight``) and the value."""
+    """A setting that cannot run; the message names the field (``schedule.audio_weight``) and the value.
+
+    ``field``, ``value`` and ``allowed`` (the values it may take, e.g. ``>= 1``) are kept apart so that a
+    command can say the same with its flag instead of the field (``for_flags``).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, value: Any = None, allowed: str | None = None):
+        super().__init__(message)
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+
+    def for_flags(self, flags: Mapping[str, str]) -> ConfigError:
+        """The error in the words of the command line when ``flags`` (field -> flag) has its field, e.g.
+        ``--batch-size must be >= 1, got 0`` for ``optim.batch_size``; else itself."""
+        flag = flags.get(self.field or "")
+        if flag is None or self.allowed is None:
+            return self
+        return ConfigError(
+            f"{flag} must be {self.allowed}, got {self.value!r}",
+            field=self.field,
+            value=self.value,
+            allowed=self.allowed,
+        )
 
 
-def _require(ok: bool, name: str, rule: str, value: Any) -> None:
+def _require(ok: bool, name: str, rule: str, value: Any, allowed: str | None = None) -> None:
+    """Raise ``ConfigError`` "NAME must RULE, got VALUE" unless ``ok``; ``allowed``: the range in a few words."""
     if not ok:
-        raise ConfigError(f"{name} must {rule}, got {value!r}")
+        raise ConfigError(f"{name} must {rule}, got {value!r}", field=name, value=value, allowed=allowed)
 
 
 def _positive(name: str, value: Any) -> None:
-    _require(isinstance(value, int | float) and math.isfinite(value) and value > 0, name, "be positive", value)
+    ok = isinstance(value, int | float) and math.isfinite(value) and value > 0
+    _require(ok, name, "be positive", value, "> 0")
 
 
 def _at_least(name: str, value: Any, low: float) -> None:
     ok = isinstance(value, int | float) and math.isfinite(value) and value >= low
-    _require(ok, name, f"be >= {low:g}", value)
+    _require(ok, name, f"be >= {low:g}", value, f">= {low:g}")
 
 
 def _within(name: str, value: Any, low: float, high: float, *, open_high: bool = False) -> None:
@@ -44,11 +70,20 @@ def _within(name: str, value: Any, low: float, high: float, *, open_high: bool =
         and low <= value
         and (value < high if open_high else value <= high)
     )
-    _require(ok, name, f"lie in [{low:g}, {high:g}{')' if open_high else ']'}", value)
+    interval = f"[{low:g}, {high:g}{')' if open_high else ']'}"
+    _require(ok, name, f"lie in {interval}", value, f"in {interval}")
+
+
+def check_flag(flag: str, value: Any, low: float) -> None:
+    """A command-line value that no preset holds (``--workers``, ``--seed``): ``ConfigError`` "FLAG must be >= LOW,
+    got VALUE" unless it was not given (None) or is at least ``low``. The preset's own fields are checked by
+    ``Preset.validate`` (``selavi train`` rewords its errors with the flag)."""
+    if value is not None:
+        _at_least(flag, value, low)
 
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    _require(value in choices, name, f"be one of {', '.join(choices)}", value)
+    _require(value in choices, name, f"be one of {', '.join(choices)}", value, f"one of {', '.join(choices)}")
 
 
 #: ``ModelSpec.fusion``: modality as augmentation (SeLaVi) or one set of heads on concatenated features.
@@ -276,7 +311,13 @@ class ScheduleSpec:
         _at_least(f"{name}.n_opts", self.n_opts, 1)
         _positive(f"{name}.power", self.power)
         _at_least(f"{name}.groups", self.groups, 1)
-        _require(isinstance(self.prior, str) and self.prior.strip() != "", f"{name}.prior", "name a prior", self.prior)
+        _require(
+            isinstance(self.prior, str) and self.prior.strip() != "",
+            f"{name}.prior",
+            "name a prior",
+            self.prior,
+            "a prior (uniform, gauss, gauss:SD, gauss-reciprocal, zipf:S or a file)",
+        )
         _at_least(f"{name}.gauss_sd", self.gauss_sd, 0.0)
         _at_least(f"{name}.bn_warmup_batches", self.bn_warmup_batches, 0)
         _at_least(f"{name}.align_max_rows", self.align_max_rows, 1)
@@ -366,10 +407,17 @@ class OptimSpec:
         if self.train_samples is not None:
             _at_least(f"{name}.train_samples", self.train_samples, 1)
         _positive(f"{name}.audio_lr_scale", self.audio_lr_scale)
-        _require(isinstance(self.seed, int) and self.seed >= 0, f"{name}.seed", "be a non-negative integer", self.seed)
+        ok = isinstance(self.seed, int) and self.seed >= 0
+        _require(ok, f"{name}.seed", "be a non-negative integer", self.seed, "an integer >= 0")
         if self.workers is not None:
             ok = isinstance(self.workers, int) and not isinstance(self.workers, bool) and self.workers >= 0
-            _require(ok, f"{name}.workers", "be a non-negative integer or None (one per core)", self.workers)
+            _require(
+                ok,
+                f"{name}.workers",
+                "be a non-negative integer or None (one per core)",
+                self.workers,
+                "an integer >= 0",
+            )
 
     def data_workers(self, processes: int = 1) -> int:
         """DataLoader worker processes of one training process: ``workers``, or when it is None the cores shared

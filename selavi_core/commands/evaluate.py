@@ -44,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selavi_core.config import check_flag
     from selavi_core.evaluation.evaluate import evaluate_run, format_table
+
+    check_flag("--seed", args.seed, 0)
 
     result = evaluate_run(args.run_dir, adjusted=not args.no_anmi, baselines=not args.no_baselines, seed=args.seed)
     print(json.dumps(result, indent=2) if args.json else format_table(result))

@@ -40,10 +40,11 @@ def _resolve(path: str, catalog_dir: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from selavi_core.config import default_workers
+    from selavi_core.config import check_flag, default_workers
     from selavi_core.errors import CatalogError
     from selavi_core.media.preview import PREVIEWS_DIR, build_previews, clean_orphans, write_preview_index
 
+    check_flag("--workers", args.workers, 1)
     catalog_dir = Path(args.catalog_dir)
     clips_file = catalog_dir / "clips.parquet"
     if not clips_file.is_file():
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     orphans = clean_orphans(out_dir)
     if orphans:
         print(f"previews: removed {orphans} half-written files that interrupted builds left in {out_dir}")
-    workers = args.workers if args.workers else default_workers()
+    workers = default_workers() if args.workers is None else args.workers
 
     items = [
         (_resolve(str(p), catalog_dir), float(s), float(e))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
-from selavi_core.config import PRESETS
+from selavi_core.config import PRESETS, ConfigError, Preset, get_preset
 
 HELP = """\
 Train SeLaVi (self-labelling with Sinkhorn-Knopp, modality as augmentation, decorrelated heads) on
@@ -106,11 +107,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: The preset field each flag sets (``Preset.validate`` checks them; its errors are reworded with the flag).
+FLAGS = {
+    "model.heads": "--heads",
+    "model.clusters": "--clusters",
+    "model.fusion": "--fusion",
+    "optim.batch_size": "--batch-size",
+    "optim.lr": "--lr",
+    "optim.seed": "--seed",
+    "optim.epochs": "--epochs",
+    "optim.workers": "--workers",
+    "schedule.n_opts": "--labellings",
+    "schedule.groups": "--groups",
+    "schedule.prior": "--prior",
+    "refine.rounds": "--refine-rounds",
+    "contrast.weight": "--contrast-weight",
+}
+
+
+def preset_from_args(args: argparse.Namespace) -> Preset:
+    """The preset with every flag that was given (0 and "" included) put into its field; not yet validated."""
+    given = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in FLAGS.items()}
+    sections: dict[str, dict[str, Any]] = {}
+    for field, value in given.items():
+        if value is not None and field != "optim.epochs":
+            section, name = field.split(".")
+            sections.setdefault(section, {})[name] = value
+    return get_preset(args.preset).with_overrides(**sections).with_epochs(args.epochs)
+
+
+def checked_preset(args: argparse.Namespace) -> Preset:
+    """``preset_from_args`` validated, and its K and batch size checked against the catalog's usable clips.
+
+    Runs before any work; a bad value is a ``ConfigError`` naming the flag and the values it may take
+    (the CLI prints it on one line and exits with status 2)."""
+    from selavi_core.catalog import load_catalog, ok_clips
+
+    try:
+        preset = preset_from_args(args).validate()
+    except ConfigError as err:
+        raise err.for_flags(FLAGS) from None
+    clips = len(ok_clips(load_catalog(args.catalog)))
+    k = preset.model.clusters
+    if k is not None and k > clips:
+        raise ConfigError(
+            f"--clusters must be at most the number of usable clips in {args.catalog} ({clips}), got {k}",
+            field="model.clusters",
+            value=k,
+        )
+    batch = preset.optim.batch_size
+    if batch > clips:
+        given = "" if args.batch_size is not None else f" (the {preset.name} preset's)"
+        raise ConfigError(
+            f"--batch-size must be at most the number of usable clips in {args.catalog} ({clips}), got {batch}{given}",
+            field="optim.batch_size",
+            value=batch,
+        )
+    return preset
+
+
 def run(args: argparse.Namespace) -> int:
-    from selavi_core.config import get_preset
     from selavi_core.errors import SelaviError
     from selavi_core.training.trainer import train
 
+    preset = checked_preset(args)
     constraints = None
     if args.labels_from is None:
         if args.labels_head is not None or args.store is not None:
@@ -119,18 +179,6 @@ def run(args: argparse.Namespace) -> int:
         from selavi_core.training.constraints import LabelConstraints
 
         constraints = LabelConstraints.from_run(args.labels_from, args.labels_head, args.store)
-    preset = get_preset(args.preset)
-    model = {k: v for k, v in (("heads", args.heads), ("clusters", args.clusters), ("fusion", args.fusion)) if v}
-    optim = {
-        k: v
-        for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed), ("workers", args.workers))
-        if v is not None
-    }
-    schedule = {k: v for k, v in (("n_opts", args.labellings), ("groups", args.groups), ("prior", args.prior)) if v}
-    refine = {} if args.refine_rounds is None else {"rounds": args.refine_rounds}
-    contrast = {} if args.contrast_weight is None else {"weight": args.contrast_weight}
-    preset = preset.with_overrides(model=model, optim=optim, schedule=schedule, refine=refine, contrast=contrast)
-    preset = preset.with_epochs(args.epochs)
     out = train(
         args.catalog,
         args.out,

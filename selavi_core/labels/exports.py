@@ -25,6 +25,20 @@ leaves a half file or a half tree under the final name.
 
 ``--min-confidence`` filters labels propagated from a cluster (and unlabelled clips) by the model's
 confidence; a label a person gave one clip is kept whatever the model thought of it.
+
+Spreadsheet safety. The CSV-like formats (``csv``, ``kinetics``, ``vggsound``) open in spreadsheets, which
+run a cell that starts with ``= + - @``, a tab or a carriage return as a formula (OWASP "CSV injection":
+``=HYPERLINK(...)`` in a label). In them such a text cell gets a leading ``'`` (``'=HYPERLINK(...)``), which
+spreadsheets show as text; numbers are written as numbers, and a YouTube id made only of YouTube's id
+characters (``-3B32lodo2M``: ids may start with ``-``, and without brackets, quotes or ``|`` nothing runs)
+is kept exact so that it still names its video. The sidecar counts the cells changed
+(``neutralised_cells``). ``json``, ``fiftyone`` and ``labelstudio`` keep every value exact. Names with a
+line break or other control character cannot be given (the store refuses them); one that an older log
+holds makes a ``kinetics`` or ``vggsound`` export (one line per clip) fail with the name, so that it can
+be renamed first; ``csv`` quotes it.
+
+``out`` (and its sidecar) must be a regular file or a new path (a folder, for ``fiftyone``): a symlink, a
+device, a FIFO or a socket there is refused, never replaced.
 """
 
 from __future__ import annotations
@@ -34,7 +48,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +69,13 @@ from selavi_core import __version__
 from selavi_core.errors import SelaviError
 from selavi_core.io import file_hash, fsync_dir, replace_tree
 from selavi_core.labels.schema import redact
-from selavi_core.labels.semantics import SOURCE_CLUSTER, SOURCE_NONE, SOURCE_OVERRIDE, vocabulary
+from selavi_core.labels.semantics import (
+    SOURCE_CLUSTER,
+    SOURCE_NONE,
+    SOURCE_OVERRIDE,
+    has_control_chars,
+    vocabulary,
+)
 from selavi_core.labels.store import LabelStore
 from selavi_core.runs.run import CLIPS_FILE, META_FILE
 
@@ -69,6 +91,10 @@ LS_TO_NAME = "video"
 SIDECAR_SUFFIX = ".provenance.json"
 #: A clip whose window ends this close to its file's end is the whole file, not a window in it.
 WINDOW_TOLERANCE_S = 0.05
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: What YouTube ids are made of: such a cell cannot call or link anything even when it starts with ``-``.
+YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 #: What a writer returns: which table rows it wrote (None: all), skip counts by reason, sidecar extras.
@@ -115,8 +141,38 @@ def _is_previous_export(path: Path) -> bool:
         return False
 
 
+_KINDS = (
+    (stat.S_ISLNK, "symbolic link"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "named pipe (FIFO)"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _check_special(path: Path, what: str) -> None:
+    """Refuse a ``path`` that exists and is neither a regular file nor a folder (``os.lstat``: a link is a link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ExportError(f"{what} {path} cannot be checked: {err.strerror}") from None
+    for test, kind in _KINDS:
+        if test(mode):
+            raise ExportError(
+                f"{what} {path} is a {kind}; an export replaces its output, so give a regular file or a new path"
+            )
+
+
 def _check_target(out: Path, folder: bool) -> None:
-    """Refuse to replace what is not ours: a file where a folder goes (or back), a stranger's folder."""
+    """Refuse to replace what is not ours: a link, device or FIFO, a file where a folder goes (or back), a
+    stranger's folder, and likewise for the sidecar."""
+    _check_special(out, "--out")
+    side = sidecar_path(out)
+    _check_special(side, "the provenance sidecar")
+    if side.is_dir():
+        raise ExportError(f"the provenance sidecar {side} is a folder; move it away or choose another --out")
     if folder and out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file; give a folder name for this format")
     if not folder and out.is_dir():
@@ -145,6 +201,26 @@ def _num(x: Any) -> float | None:
 def _seconds_text(x: float) -> str:
     """Whole seconds as ``12`` (as the Kinetics/VGG-Sound CSVs write them), else ``12.5``."""
     return str(int(round(x))) if abs(x - round(x)) < 1e-6 else f"{x:.3f}".rstrip("0")
+
+
+def neutralise(text: str, *, youtube_id: bool = False) -> str:
+    """``text`` as a spreadsheet shows it as text: a leading ``'`` when it starts with ``FORMULA_START``.
+
+    With ``youtube_id``, an id made only of YouTube's id characters is kept as is (ids start with ``-``)."""
+    if not text.startswith(FORMULA_START) or (youtube_id and YOUTUBE_ID.fullmatch(text)):
+        return text
+    return "'" + text
+
+
+def _one_line(fmt: str, rows: list[tuple[Any, ...]]) -> None:
+    """Refuse rows with a line break or control character (an older log's name) for a one-line-per-clip format."""
+    for row in rows:
+        for cell in row:
+            if isinstance(cell, str) and has_control_chars(cell):
+                raise ExportError(
+                    f"{cell!r} holds a line break or another control character, and {fmt} files are one line per "
+                    "clip; rename it in the Studio (or `selavi labels`) and export again, or export csv or json"
+                )
 
 
 def export_table(
@@ -231,11 +307,20 @@ def _json_lines(items: list[Any]) -> str:
 
 def _write_csv(table: pd.DataFrame, out: Path, **_: Any) -> Written:
     cols = record_columns(table)
+    changed = 0
+    for name in CSV_COLUMNS:
+        values = cols[name]
+        for i, v in enumerate(values):
+            if v is None:
+                values[i] = ""
+            elif isinstance(v, str) and v.startswith(FORMULA_START):
+                values[i] = neutralise(v)
+                changed += 1
     with open_text(out) as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
-        w.writerows(zip(*(["" if v is None else v for v in cols[c]] for c in CSV_COLUMNS), strict=True))
-    return None, {}, {}
+        w.writerows(zip(*(cols[c] for c in CSV_COLUMNS), strict=True))
+    return None, {}, {"neutralised_cells": changed}
 
 
 def _write_json(table: pd.DataFrame, out: Path, *, context: dict[str, Any], **_: Any) -> Written:
@@ -299,24 +384,39 @@ def _youtube_rows(
     return rows, mask, skipped
 
 
+def _safe_youtube_rows(
+    table: pd.DataFrame, fmt: str
+) -> tuple[list[tuple[str, str, float, float | None, str]], np.ndarray, dict[str, int], int]:
+    """``_youtube_rows`` checked to fit on one line each, text cells neutralised, and how many were."""
+    rows, mask, skipped = _youtube_rows(table, fmt)
+    _one_line(fmt, rows)
+    safe = []
+    changed = 0
+    for label, ytid, start, end, split in rows:
+        cells = (neutralise(label), neutralise(ytid, youtube_id=True), neutralise(split))
+        changed += sum(a != b for a, b in zip(cells, (label, ytid, split), strict=True))
+        safe.append((cells[0], cells[1], start, end, cells[2]))
+    return safe, mask, skipped, changed
+
+
 def _write_kinetics(table: pd.DataFrame, out: Path, **_: Any) -> Written:
-    rows, mask, skipped = _youtube_rows(table, "kinetics")
+    rows, mask, skipped, changed = _safe_youtube_rows(table, "kinetics")
     with open_text(out) as f:
         w = csv.writer(f)
         w.writerow(KINETICS_HEADER)
         for label, ytid, start, end, split in rows:
             assert end is not None  # _youtube_rows skips kinetics rows without a window end
             w.writerow([label, ytid, _seconds_text(start), _seconds_text(end), split])
-    return mask, skipped, {}
+    return mask, skipped, {"neutralised_cells": changed}
 
 
 def _write_vggsound(table: pd.DataFrame, out: Path, **_: Any) -> Written:
-    rows, mask, skipped = _youtube_rows(table, "vggsound")
+    rows, mask, skipped, changed = _safe_youtube_rows(table, "vggsound")
     with open_text(out) as f:
         w = csv.writer(f)
         for label, ytid, start, _end, split in rows:
             w.writerow([ytid, _seconds_text(start), label, split])
-    return mask, skipped, {}
+    return mask, skipped, {"neutralised_cells": changed}
 
 
 def class_dir_name(label: str) -> str:
@@ -505,7 +605,10 @@ def export_labels(
     context = {"head": int(head), "snapshot": snap_name, "model_version": model_version, "run_hash": rhash}
     started = time.time()
     folder = fmt == "fiftyone"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"cannot create the folder of --out {out}: {err.strerror}") from None
     _check_target(out, folder)
     side = sidecar_path(out)
     # stage the output and its sidecar as hidden siblings, then rename both into place: an

@@ -33,6 +33,7 @@ Semantics (../shared/docs/app-field-notes.md §2-3, §5.2):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,16 +64,28 @@ ClipIds = Sequence[str] | np.ndarray  # a run's clip ids in row order: a list, o
 # ------------------------------------------------------------------------------------- annotators
 
 
+def has_control_chars(text: str) -> bool:
+    """Whether ``text`` holds a line break (``\\n``, ``\\r``, U+2028...), a tab or another control character.
+
+    No name in the log may (cluster and clip labels, snapshot and annotator names): they would break
+    the line-based exports (Kinetics, VGG-Sound) and every one-line list that shows them.
+    """
+    return any(unicodedata.category(c) in _CONTROL_CATEGORIES for c in text)
+
+
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})  # control characters, line and paragraph separators
+
+
 def annotator_name(text: object) -> str | None:
     """The annotator name as the log records it, or None when it is no name.
 
     The one rule for every writer (the store's edits, the Studio's name field, the CLI): runs of
     whitespace become one space and the ends are trimmed, so "Ana  María " and "Ana María" are one
-    annotator with one undo stack; an empty name, or one longer than ``LABELS.max_name_length``
-    (the column's width), is no name.
+    annotator with one undo stack; an empty name, one longer than ``LABELS.max_name_length``
+    (the column's width), or one with a control character left (``has_control_chars``) is no name.
     """
     name = "" if text is None else " ".join(str(text).split())
-    if not name or len(name) > LABELS.max_name_length:
+    if not name or len(name) > LABELS.max_name_length or has_control_chars(name):
         return None
     return name
 
@@ -83,6 +96,8 @@ def annotator_problem(text: object) -> str | None:
         return None
     if text is None or not str(text).split():
         return "annotator name is required"
+    if has_control_chars(" ".join(str(text).split())):
+        return "annotator name holds a control character; type it on one line, in plain text"
     return f"annotator name is longer than {LABELS.max_name_length} characters"
 
 

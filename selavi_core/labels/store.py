@@ -117,6 +117,8 @@ def _clean_text(value: Any, what: str, *, required: bool) -> str | None:
         return None
     if len(text) > LABELS.max_name_length:
         raise LabelError(f"{what} is longer than {LABELS.max_name_length} characters")
+    if sem.has_control_chars(text):
+        raise LabelError(f"{what} {text!r} holds a line break, tab or other control character; give it on one line")
     return text
 
 
