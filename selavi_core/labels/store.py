@@ -131,7 +131,9 @@ class LabelStore:
         self.run = run
         try:
             self._engine = make_engine(url)
-        except OSError as err:
+        except (OSError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ModuleNotFoundError) as err:
+            # a folder that cannot be made, a URL that is none, a database without its driver (the project pins
+            # psycopg for PostgreSQL; others need theirs installed)
             raise LabelError(f"cannot create the label store {redact(url)}: {err}; give another --store") from err
         self._lock = threading.RLock()
         self._events: list[Event] = []
