@@ -31,7 +31,7 @@ from selavi_core.studio.browse import clip_caption, clip_files
 from selavi_core.studio.labelling import clean_annotator, conflict_message, open_label_store
 from selavi_core.studio.labelling import export_download as _export
 from selavi_core.studio.media import BUILDING_POSTER, placeholder_svg, read_poster, video_html
-from selavi_core.studio.runs import run_stamp
+from selavi_core.studio.runs import run_stamp, store_from_env
 from selavi_core.studio.serve import MEDIA, media_fragment
 
 RUN, HEAD, CLUSTER, CLIP, HEAD_B, ANNOTATOR = "run", "head", "cluster", "clip", "head_b", "annotator"
@@ -134,15 +134,16 @@ def sidebar() -> tuple[RunRef | None, StudioRun | None, int | None]:
 
 # ---- labelling -------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _open_store(path: str, stamp: float, _sr: StudioRun) -> LabelStore:
-    # one store per run and process: it is thread-safe and keeps the log in memory (RUN_DIR/labels.sqlite)
-    return open_label_store(_sr)
+def _open_store(path: str, stamp: float, store: str | None, _sr: StudioRun) -> LabelStore:
+    # one store per run and process: it is thread-safe and keeps the log in memory (RUN_DIR/labels.sqlite, or
+    # the database `selavi app --store URL` named)
+    return open_label_store(_sr, store)
 
 
 def label_store(sr: StudioRun) -> LabelStore | None:
     """The run's label store, or None (with the reason in ``_store_problem``) when it cannot be opened."""
     try:
-        store = _open_store(str(sr.run.dir), run_stamp(sr.run.dir), sr)
+        store = _open_store(str(sr.run.dir), run_stamp(sr.run.dir), store_from_env(), sr)
     except (SelaviError, OSError) as err:
         st.session_state["_store_problem"] = str(err)
         return None

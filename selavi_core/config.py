@@ -652,6 +652,7 @@ class LabelsSpec:
 
     store_file: str = "labels.sqlite"  # default SQLite file inside the run folder
     sqlite_busy_timeout_s: float = 60.0  # a writer waits this long for another writer's lock
+    server_lock_timeout_s: float = 60.0  # the same on PostgreSQL (lock_timeout of the writers' advisory lock)
     sqlite_synchronous: str = "FULL"  # fsync the WAL on every commit: an acknowledged edit survives power loss
     max_name_length: int = 200  # cluster names, labels, annotator and snapshot names
     split_k: int = 2  # default number of sub-clusters a k-means split proposes

@@ -5,10 +5,13 @@ Session-scoped so that each file is encoded once per test run; tests must not mo
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from media_factory import make_bad_media_folder, make_video
+from pg_server import PgServer, StoreBackend, find_binaries
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +70,37 @@ def tiny_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_training import make_tiny_catalog
 
     return make_tiny_catalog(tmp_path_factory.mktemp("tiny_src"), tmp_path_factory.mktemp("tiny_catalog"))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A temporary PostgreSQL server for the whole session (tests/pg_server.py), stopped at the end even on failure.
+
+    Skipped, with the reason, when PostgreSQL is not installed or cannot run here; with SELAVI_REQUIRE_POSTGRES=1
+    (scripts/test.sh, after setup.sh installed it) that is a failure instead."""
+    bindir = find_binaries()
+    problem = None
+    if bindir is None:
+        problem = "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin); scripts/setup.sh installs it"
+    else:
+        try:
+            server = PgServer(bindir)
+        except RuntimeError as err:
+            problem = f"cannot run a PostgreSQL server here: {err}"
+    if problem is not None:
+        if os.environ.get("SELAVI_REQUIRE_POSTGRES") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    """The label store's backend: SQLite (RUN_DIR/labels.sqlite) or a fresh database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return StoreBackend("sqlite", None)
+    server: PgServer = request.getfixturevalue("pg_server")
+    return StoreBackend("postgresql", server.new_database())

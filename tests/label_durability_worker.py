@@ -1,6 +1,6 @@
 """A label-store writer for the durability and multi-process tests (run as a subprocess).
 
-    python label_durability_worker.py RUN_DIR WHO SEED [--edits N] [--clusters 0,1] [--barrier DIR]
+    python label_durability_worker.py RUN_DIR WHO SEED [--edits N] [--clusters 0,1] [--barrier DIR] [--store URL]
 
 Appends edits to RUN_DIR's label store in a loop (forever, or ``--edits`` times), alternating at
 random between renaming one of ``--clusters`` of head 0 and overriding one clip. After each edit
@@ -10,7 +10,8 @@ parent read was acknowledged to the caller before the process died. Every edit p
 by another process in between must not make it stale. Prints ``GO <time>`` before the first edit and
 ``DONE <time>`` at the end of a bounded run.
 With ``--barrier DIR`` it writes ``DIR/ready-WHO`` once its store is open and starts editing only
-when ``DIR/go`` exists, so that several workers really append at the same moment.
+when ``DIR/go`` exists, so that several workers really append at the same moment. ``--store URL``: the label
+store is there (a PostgreSQL database in the tests) instead of RUN_DIR/labels.sqlite.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ def main() -> int:
     p.add_argument("--edits", type=int, default=0, help="0: until killed")
     p.add_argument("--clusters", default="0,1,2,3")
     p.add_argument("--barrier", help="folder for the ready/go files")
+    p.add_argument("--store", help="label store URL (default RUN_DIR/labels.sqlite)")
     args = p.parse_args()
     rng = random.Random(args.seed)
     clusters = [int(c) for c in args.clusters.split(",")]
-    store = LabelStore.open(args.run_dir)
+    store = LabelStore.open(args.run_dir, store=args.store)
     clips = [str(c) for c in Run(args.run_dir).clip_ids]
     mine = clips[args.seed % 4 :: 4]  # a disjoint quarter of the clips per seed (mod 4)
     if args.barrier:

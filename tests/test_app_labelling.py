@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pg_server import StoreBackend
 from streamlit.testing.v1 import AppTest
 
 from selavi_app import HOME
 from selavi_core.labels import LabelStore
-from selavi_core.studio.runs import RUNS_ENV
+from selavi_core.studio.runs import RUNS_ENV, STORE_ENV
 
 ENTRY = HOME  # the installed package's entry script, as `selavi app` runs it
 TIMEOUT = 120
@@ -174,6 +175,28 @@ def test_rename_shows_the_name_and_stores_it(app, run_dir, joint):
     f.select("dog barking").run()
     ok(at)
     assert at.dataframe[0].value.index.tolist() == [1]
+
+
+def test_studio_labels_into_the_store_selavi_app_names(app, run_dir, store_backend: StoreBackend, monkeypatch):
+    """`selavi app RUN --store URL` (the URL in STORE_ENV): the Studio's edits go to that database, which the
+    Labels page names with its password hidden; without --store, to RUN_DIR/labels.sqlite."""
+    url = store_backend.url and store_backend.url.replace("://selavi@", "://selavi:pw-x9@")
+    if url:
+        monkeypatch.setenv(STORE_ENV, url)
+    else:
+        monkeypatch.delenv(STORE_ENV, raising=False)
+    at = app("clusters", head="0", cluster="2", annotator="bob")
+    text_input(at, "Cluster name").input("siren").run()
+    click(at, "Rename")
+    assert any("Cluster 2 is now named 'siren'" in s.value for s in at.success)
+    store = LabelStore.open(run_dir, store=url)
+    assert store.cluster_names(0) == {"2": "siren"} and store.events()[-1].source == "studio"
+    assert (run_dir / "labels.sqlite").exists() == (url is None)
+    at.switch_page("views/labels.py").run()
+    ok(at)
+    shown = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    if url:
+        assert "postgresql+psycopg://selavi:***@" in shown and "pw-x9" not in shown
 
 
 def test_stale_rename_shows_the_conflict_and_keeps_the_other_edit(app, run_dir):

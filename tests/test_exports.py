@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from label_fixtures import make_label_run
+from pg_server import StoreBackend
 
 from selavi_core.cli import main as selavi
 from selavi_core.labels import LabelStore
@@ -385,6 +386,33 @@ def test_cli_export(plain_run: LabelStore, tmp_path: Path, capsys: pytest.Captur
     code = selavi(["export", str(plain_run.run.dir), "--format", "json", "--out", str(tmp_path / "x.json"),
                    "--snapshot", "nope"])  # fmt: skip
     assert code == 2 and "no snapshot named 'nope'" in capsys.readouterr().err
+
+
+def test_cli_export_from_each_backend(
+    store_backend: StoreBackend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``selavi export --store URL`` reads the labels from SQLite or PostgreSQL alike; a password in the URL
+    (PostgreSQL's trust authentication ignores it here) is printed nowhere and kept out of the sidecar."""
+    secret = "s3cr3t-pw"
+    url = None if store_backend.url is None else store_backend.url.replace("://selavi@", f"://selavi:{secret}@")
+    run_dir = make_label_run(tmp_path / "r", n=24)
+    store = LabelStore.open(run_dir, store=url)
+    label_run(store)
+    out = tmp_path / "labels.csv"
+    code = selavi(["export", str(run_dir), "--format", "csv", "--out", str(out), *(["--store", url] if url else [])])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    exp = expected(store)
+    assert [r["clip_id"] for r in rows] == list(exp.index)
+    assert [r["label"] or None for r in rows] == list(exp["label"]) and {r["label"] for r in rows} >= {"engine", "cat"}
+    prov = json.loads(sidecar_path(out).read_text())
+    assert prov["labels"]["run_key"] == store.run_key
+    if url is not None:
+        assert prov["labels"]["store"].startswith("postgresql+psycopg://selavi:***@")
+        assert secret not in printed.out + printed.err + sidecar_path(out).read_text()
+        assert not (run_dir / "labels.sqlite").exists()
 
 
 def test_interrupted_export_never_leaves_a_half_file(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 An edit whose call returned must be on disk: a writer process is killed with SIGKILL at random
 moments, restarted, killed again; afterwards every edit it acknowledged is in the log, unchanged, and
-the database is consistent. Two processes appending at once both succeed and lose nothing.
+the database is consistent. Two processes appending at once both succeed and lose nothing. Both run
+against SQLite (RUN_DIR/labels.sqlite) and a PostgreSQL server the tests start (tests/pg_server.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import threading
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
 from label_fixtures import make_label_run
+from pg_server import StoreBackend
 
 from selavi_core.labels import LabelStore
 
@@ -30,11 +33,11 @@ START_TIMEOUT_S = 60.0
 class Worker:
     """A worker subprocess whose stdout lines are collected by a thread as they arrive."""
 
-    def __init__(self, run_dir: Path, who: str, seed: int, *extra: str):
+    def __init__(self, run_dir: Path, who: str, seed: int, *extra: str, backend: StoreBackend | None = None):
         # stderr goes to a file, not a pipe: it can never fill up and block the worker; closed with the worker
         self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), str(run_dir), who, str(seed), *extra],
+            [sys.executable, str(WORKER), str(run_dir), who, str(seed), *extra, *(backend.store_args() if backend else [])],
             stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -81,14 +84,32 @@ class Worker:
         return [json.loads(line[4:]) for line in list(self.lines) if line.startswith("ACK ")]
 
 
-def check_consistent(db: Path) -> None:
-    con = sqlite3.connect(db)
+def check_consistent(run_dir: Path, backend: StoreBackend) -> None:
+    """SQLite: the file passes integrity_check and ids run 1, 2, 3, ... PostgreSQL: ids are unique and increasing
+    (a killed writer's transaction may have drawn a sequence number: gaps are allowed there, as in any shared
+    store) and every event belongs to a run that exists."""
+    if backend.url is None:
+        con = sqlite3.connect(run_dir / "labels.sqlite")
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            ids = [r[0] for r in con.execute("SELECT id FROM label_events ORDER BY id")]
+            assert ids == list(range(1, len(ids) + 1)), "event ids have gaps or repeats"
+        finally:
+            con.close()
+        return
+    engine = sa.create_engine(backend.url)
     try:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        ids = [r[0] for r in con.execute("SELECT id FROM label_events ORDER BY id")]
-        assert ids == list(range(1, len(ids) + 1)), "event ids have gaps or repeats"
+        with engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM label_events"))]
+            assert len(ids) == len(set(ids)), "event ids repeat"
+            orphans = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM label_events e LEFT JOIN label_runs r USING (run_key) WHERE r.run_key IS NULL"
+                )
+            ).scalar()
+            assert orphans == 0
     finally:
-        con.close()
+        engine.dispose()
 
 
 def assert_acked_present(store: LabelStore, acked: list[dict]) -> dict[int, object]:
@@ -104,18 +125,18 @@ def assert_acked_present(store: LabelStore, acked: list[dict]) -> dict[int, obje
     return events
 
 
-def test_acknowledged_edits_survive_sigkill(tmp_path: Path) -> None:
+def test_acknowledged_edits_survive_sigkill(tmp_path: Path, store_backend: StoreBackend) -> None:
     run_dir = make_label_run(tmp_path)
     rng = random.Random(20201)
     acked: list[dict] = []
     for r in range(ROUNDS):
-        w = Worker(run_dir, f"w{r}", r)
+        w = Worker(run_dir, f"w{r}", r, backend=store_backend)
         w.wait_for_acks(1 + rng.randrange(5))
         time.sleep(rng.uniform(0.0, 0.25))  # then die at a random moment, mid-edit or between edits
         w.kill()
         acked += w.acks()
-        check_consistent(run_dir / "labels.sqlite")  # a restart finds a consistent database
-    store = LabelStore.open(run_dir)
+        check_consistent(run_dir, store_backend)  # a restart finds a consistent database
+    store = store_backend.open(run_dir)
     events = assert_acked_present(store, acked)
     # at most one edit per kill can have committed without its acknowledgement being read
     assert len(acked) <= len(events) <= len(acked) + ROUNDS
@@ -135,14 +156,18 @@ def test_acknowledged_edits_survive_sigkill(tmp_path: Path) -> None:
             assert labels.loc[a["target"], "label"] == expected
 
 
-def test_two_processes_append_at_once(tmp_path: Path) -> None:
+def test_two_processes_append_at_once(tmp_path: Path, store_backend: StoreBackend) -> None:
     run_dir = make_label_run(tmp_path)
-    LabelStore.open(run_dir).close()  # create the database before the race (both would otherwise)
+    store_backend.open(run_dir).close()  # create the database before the race (both would otherwise)
     edits = 80
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    a = Worker(run_dir, "ana", 0, "--edits", str(edits), "--clusters", "0,1", "--barrier", str(barrier))
-    b = Worker(run_dir, "bob", 1, "--edits", str(edits), "--clusters", "2,3", "--barrier", str(barrier))
+    a = Worker(
+        run_dir, "ana", 0, "--edits", str(edits), "--clusters", "0,1", "--barrier", str(barrier), backend=store_backend
+    )
+    b = Worker(
+        run_dir, "bob", 1, "--edits", str(edits), "--clusters", "2,3", "--barrier", str(barrier), backend=store_backend
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while not all((barrier / f"ready-{w}").exists() for w in ("ana", "bob")):  # both open, then both go
         assert time.monotonic() < deadline and a.proc.poll() is None and b.proc.poll() is None, a.errors() + b.errors()
@@ -154,10 +179,10 @@ def test_two_processes_append_at_once(tmp_path: Path) -> None:
         assert w.lines[-1].startswith("DONE ")
     acked = a.acks() + b.acks()
     assert len(acked) == 2 * edits
-    store = LabelStore.open(run_dir)
+    store = store_backend.open(run_dir)
     events = assert_acked_present(store, acked)
     assert len(events) == 2 * edits and {e.annotator for e in events.values()} == {"ana", "bob"}
-    check_consistent(run_dir / "labels.sqlite")
+    check_consistent(run_dir, store_backend)
     # both were appending at the same time (otherwise this test would prove nothing about concurrency):
     # each started its first edit before the other had finished its last one
     go = [float(next(x for x in w.lines if x.startswith("GO "))[3:]) for w in (a, b)]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from label_fixtures import make_label_run
+from pg_server import StoreBackend
 
 from selavi_core.labels import LabelError, LabelStore, NothingToUndo, StaleEditError
 from selavi_core.labels import semantics as sem
@@ -210,9 +211,12 @@ def run_dir(tmp_path: Path) -> Path:
     return make_label_run(tmp_path)
 
 
-def test_store_end_to_end(run_dir: Path) -> None:
-    store = LabelStore.open(run_dir)
-    assert Path(store.url.removeprefix("sqlite:///")) == (run_dir / "labels.sqlite").resolve()
+def test_store_end_to_end(run_dir: Path, store_backend: StoreBackend) -> None:
+    store = store_backend.open(run_dir)
+    if store_backend.url is None:
+        assert Path(store.url.removeprefix("sqlite:///")) == (run_dir / "labels.sqlite").resolve()
+    else:
+        assert store.url == store_backend.url and not (run_dir / "labels.sqlite").exists()
     run = Run(run_dir)
     ids = [str(c) for c in run.clip_ids]
     seen = store.version()
@@ -229,15 +233,15 @@ def test_store_end_to_end(run_dir: Path) -> None:
     assert df.loc[ids[1], "event_id"] == e1.id
     np.testing.assert_allclose(df["confidence"].to_numpy(), run.scores("confidence")[:, 0])
     # a fresh store object (another process, after a restart) sees the same labels
-    again = LabelStore.open(run_dir)
+    again = store_backend.open(run_dir)
     assert again.effective_labels(0).equals(store.effective_labels(0))
     assert again.history(10)["summary"].iloc[-1] == "ana renamed cluster 1 (head 0) to 'dog'"
     assert again.vocabulary(0).set_index("label").loc["dog", "count"] == 10
     assert store.cluster_names(0) == {"1": "dog"}
 
 
-def test_stale_rename_is_reported_not_overwritten(run_dir: Path) -> None:
-    ana, bob = LabelStore.open(run_dir), LabelStore.open(run_dir)  # two sessions, two engines
+def test_stale_rename_is_reported_not_overwritten(run_dir: Path, store_backend: StoreBackend) -> None:
+    ana, bob = store_backend.open(run_dir), store_backend.open(run_dir)  # two sessions, two engines
     seen_by_bob = bob.version()
     ana.rename_cluster(0, 2, "siren", annotator="ana", expected_version=ana.version())
     with pytest.raises(StaleEditError) as err:
@@ -260,8 +264,8 @@ def test_stale_rename_is_reported_not_overwritten(run_dir: Path) -> None:
     assert ana.cluster_names(0)["2"] == "alarm"
 
 
-def test_stale_clip_override(run_dir: Path) -> None:
-    store = LabelStore.open(run_dir)
+def test_stale_clip_override(run_dir: Path, store_backend: StoreBackend) -> None:
+    store = store_backend.open(run_dir)
     cid = str(Run(run_dir).clip_ids[7])
     v = store.version()
     store.override_clips([cid], "cat", annotator="ana", expected_version=v)
@@ -272,8 +276,8 @@ def test_stale_clip_override(run_dir: Path) -> None:
     assert store.version_of(clip_ids=[cid]) == 1
 
 
-def test_split_by_kmeans_and_selection(run_dir: Path) -> None:
-    store = LabelStore.open(run_dir)
+def test_split_by_kmeans_and_selection(run_dir: Path, store_backend: StoreBackend) -> None:
+    store = store_backend.open(run_dir)
     ids = [str(c) for c in Run(run_dir).clip_ids]
     store.rename_cluster(0, 1, "dog", annotator="ana", expected_version=0)
     proposal = store.propose_split(0, 1, method="kmeans", k=2)
@@ -305,7 +309,7 @@ def test_split_by_kmeans_and_selection(run_dir: Path) -> None:
     assert store.members(0, "1.b.c") == proposal["1.b"][:2]
 
 
-def test_kmeans_split_weighs_audio_and_video_equally(run_dir: Path) -> None:
+def test_kmeans_split_weighs_audio_and_video_equally(run_dir: Path, store_backend: StoreBackend) -> None:
     """The split embeds members like the evaluation and the Studio (each modality L2-normalised): a
     large-scale video feature that is noise does not drown a small-scale audio feature that separates."""
     run = Run(run_dir)
@@ -317,15 +321,15 @@ def test_kmeans_split_weighs_audio_and_video_equally(run_dir: Path) -> None:
     np.save(run_dir / "features" / "video.npy", video.astype(np.float16))
     np.save(run_dir / "features" / "audio.npy", audio.astype(np.float16))
     ids = [str(c) for c in run.clip_ids]
-    store = LabelStore.open(run_dir)
+    store = store_backend.open(run_dir)
     for seed in range(3):
         proposal = store.propose_split(0, 1, method="kmeans", k=2, seed=seed)
         groups = {frozenset(int(group[ids.index(c)]) for c in part) for part in proposal.values()}
         assert groups == {frozenset({0}), frozenset({1})}
 
 
-def test_reset_clips_is_one_edit_that_one_undo_reverts(run_dir: Path) -> None:
-    store = LabelStore.open(run_dir)
+def test_reset_clips_is_one_edit_that_one_undo_reverts(run_dir: Path, store_backend: StoreBackend) -> None:
+    store = store_backend.open(run_dir)
     ids = [str(c) for c in Run(run_dir).clip_ids]
     a, b, c = ids[1], ids[5], ids[9]  # members of cluster 1 in head 0
     store.rename_cluster(0, 1, "dog", annotator="bob", expected_version=0)
@@ -359,11 +363,11 @@ def test_reset_clips_is_one_edit_that_one_undo_reverts(run_dir: Path) -> None:
         store.reset_clips(0, [a, b], annotator="ana", expected_version=seen)
 
 
-def test_annotator_names_follow_one_rule(run_dir: Path) -> None:
+def test_annotator_names_follow_one_rule(run_dir: Path, store_backend: StoreBackend) -> None:
     from selavi_core.config import LABELS
     from selavi_core.studio.labelling import clean_annotator
 
-    store = LabelStore.open(run_dir)
+    store = store_backend.open(run_dir)
     ev = store.rename_cluster(0, 1, "dog", annotator="  Ana \t María ", expected_version=0)
     assert ev.annotator == "Ana María" == sem.annotator_name("  Ana \t María ") == clean_annotator("Ana   María")
     assert store.can_undo("Ana  María") == ev  # the same person, however the name was typed
@@ -374,8 +378,8 @@ def test_annotator_names_follow_one_rule(run_dir: Path) -> None:
     assert sem.annotator_problem("Ana") is None and sem.annotator_name(None) is None
 
 
-def test_undo_redo_through_the_store(run_dir: Path) -> None:
-    store = LabelStore.open(run_dir)
+def test_undo_redo_through_the_store(run_dir: Path, store_backend: StoreBackend) -> None:
+    store = store_backend.open(run_dir)
     with pytest.raises(NothingToUndo):
         store.undo("ana")
     store.rename_cluster(0, 0, "a0", annotator="ana", expected_version=None)
@@ -391,8 +395,8 @@ def test_undo_redo_through_the_store(run_dir: Path) -> None:
     assert not hist["undone"].any()
 
 
-def test_snapshots_in_the_store(run_dir: Path) -> None:
-    store = LabelStore.open(run_dir)
+def test_snapshots_in_the_store(run_dir: Path, store_backend: StoreBackend) -> None:
+    store = store_backend.open(run_dir)
     store.rename_cluster(0, 0, "first", annotator="ana", expected_version=None)
     snap = store.snapshot("label set v1", annotator="ana")
     store.rename_cluster(0, 0, "second", annotator="ana", expected_version=None)
@@ -405,8 +409,8 @@ def test_snapshots_in_the_store(run_dir: Path) -> None:
         store.effective_labels(0, snapshot="v9")
 
 
-def test_bad_edits_are_refused_with_reasons(run_dir: Path) -> None:
-    store = LabelStore.open(run_dir)
+def test_bad_edits_are_refused_with_reasons(run_dir: Path, store_backend: StoreBackend) -> None:
+    store = store_backend.open(run_dir)
     cases = [
         (lambda: store.rename_cluster(0, 4, "x", annotator="a", expected_version=None), "clusters 0..3"),
         (lambda: store.rename_cluster(2, 0, "x", annotator="a", expected_version=None), "has 2 heads"),
@@ -422,14 +426,14 @@ def test_bad_edits_are_refused_with_reasons(run_dir: Path) -> None:
     assert store.version() == 0  # nothing was written
 
 
-def test_two_threads_with_separate_engines_lose_nothing(run_dir: Path) -> None:
+def test_two_threads_with_separate_engines_lose_nothing(run_dir: Path, store_backend: StoreBackend) -> None:
     ids = [str(c) for c in Run(run_dir).clip_ids]
     acked: dict[str, list[int]] = {"ana": [], "bob": []}
     errors: list[BaseException] = []
 
     def work(who: str, clusters: list[int], clips: list[str]) -> None:
         try:
-            store = LabelStore.open(run_dir)  # its own engine and connection pool
+            store = store_backend.open(run_dir)  # its own engine and connection pool
             for i in range(15):
                 ev = store.rename_cluster(
                     1, clusters[i % 2], f"{who}{i}", annotator=who, expected_version=store.version()
@@ -451,13 +455,13 @@ def test_two_threads_with_separate_engines_lose_nothing(run_dir: Path) -> None:
     for t in threads:
         t.join()
     assert not errors, errors
-    store = LabelStore.open(run_dir)
+    store = store_backend.open(run_dir)
     events = {e.id: e for e in store.events()}
     assert len(events) == 60 and sorted(acked["ana"] + acked["bob"]) == sorted(events)
     assert store.cluster_names(1) == {"0": "ana14", "1": "ana13", "2": "bob14", "3": "bob13"}
 
 
-def test_racing_renames_of_one_cluster_never_lose_an_update(run_dir: Path) -> None:
+def test_racing_renames_of_one_cluster_never_lose_an_update(run_dir: Path, store_backend: StoreBackend) -> None:
     """Both sessions read the cluster's version and rename it; each rename either lands on the latest
     version or raises StaleEditError, which the log proves (``based_on`` of every rename is the id of
     the rename before it)."""
@@ -465,7 +469,7 @@ def test_racing_renames_of_one_cluster_never_lose_an_update(run_dir: Path) -> No
     lock = threading.Lock()
 
     def work(who: str) -> None:
-        store = LabelStore.open(run_dir)
+        store = store_backend.open(run_dir)
         for i in range(12):
             seen = store.version_of(0, 2)
             try:
@@ -481,7 +485,7 @@ def test_racing_renames_of_one_cluster_never_lose_an_update(run_dir: Path) -> No
         t.start()
     for t in threads:
         t.join()
-    renames = [e for e in LabelStore.open(run_dir).events() if e.action == "rename_cluster"]
+    renames = [e for e in store_backend.open(run_dir).events() if e.action == "rename_cluster"]
     assert len(renames) == outcomes["ok"] and outcomes["ok"] + outcomes["stale"] == 24
     previous = 0
     for e in renames:
@@ -489,10 +493,10 @@ def test_racing_renames_of_one_cluster_never_lose_an_update(run_dir: Path) -> No
         previous = e.id
 
 
-def test_store_url_outside_the_run_and_shared_by_runs(tmp_path: Path) -> None:
+def test_store_url_outside_the_run_and_shared_by_runs(tmp_path: Path, store_backend: StoreBackend) -> None:
     run_a = make_label_run(tmp_path / "a")
     run_b = make_label_run(tmp_path / "b", k=3)
-    url = f"sqlite:///{tmp_path / 'team' / 'labels.db'}"
+    url = store_backend.url or f"sqlite:///{tmp_path / 'team' / 'labels.db'}"
     sa = LabelStore.open(run_a, store=url)
     sb = LabelStore.open(run_b, store=url, run_key="run-b")
     sa.rename_cluster(0, 0, "from a", annotator="ana", expected_version=0)
@@ -530,14 +534,14 @@ def test_schema_is_portable_sql() -> None:
     assert "SERIAL" in str(CreateTable(EVENTS).compile(dialect=postgresql.dialect()))
 
 
-def test_labels_command(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_labels_command(run_dir: Path, store_backend: StoreBackend, capsys: pytest.CaptureFixture[str]) -> None:
     from selavi_core.commands import labels as cmd
 
     parser = argparse.ArgumentParser()
     cmd.register(parser.add_subparsers())
 
     def call(*argv: str) -> str:
-        args = parser.parse_args(["labels", str(run_dir), *argv])
+        args = parser.parse_args(["labels", str(run_dir), *argv, *store_backend.store_args()])
         assert args.func(args) == 0
         return capsys.readouterr().out
 
@@ -549,13 +553,14 @@ def test_labels_command(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "undo done" in call("undo", "--as", "ana")
     assert "no labels yet" in call("show")
     assert "'v1': event 2" in call("snapshots")
+    assert (run_dir / "labels.sqlite").exists() == (store_backend.url is None)
 
 
-def test_incremental_state_equals_a_fresh_fold(run_dir: Path) -> None:
+def test_incremental_state_equals_a_fresh_fold(run_dir: Path, store_backend: StoreBackend) -> None:
     """The store extends its cached fold in place after each append; a random mix of every edit kind
     (with undo and redo) must give exactly what folding the whole log from scratch gives."""
     rng = np.random.default_rng(5)
-    store = LabelStore.open(run_dir)
+    store = store_backend.open(run_dir)
     run = Run(run_dir)
     ids = [str(c) for c in run.clip_ids]
     who = ["ana", "bob"]
@@ -590,7 +595,7 @@ def test_incremental_state_equals_a_fresh_fold(run_dir: Path) -> None:
             pd.testing.assert_frame_equal(store.effective_labels(h), fresh)
     actions = {e.action for e in store.events()}
     assert {"rename_cluster", "merge_clusters", "split_cluster", "undo", "redo"} <= actions
-    reopened = LabelStore.open(run_dir)
+    reopened = store_backend.open(run_dir)
     for h in (0, 1):
         pd.testing.assert_frame_equal(reopened.effective_labels(h), store.effective_labels(h))
 
@@ -619,3 +624,30 @@ def test_sessions_opening_a_fresh_store_at_once_never_see_locked(tmp_path):
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_sessions_creating_a_fresh_store_at_once_all_open_it(run_dir: Path, store_backend: StoreBackend) -> None:
+    """Several sessions open a store nobody created yet, at the same moment: creating the tables and the run's
+    row races (on PostgreSQL two CREATE TABLEs or two INSERTs of the run collide unless writers take the lock
+    first). All open it, there is one run, and every session's edit lands."""
+    n = 6
+    go = threading.Barrier(n)
+    errors: list[BaseException] = []
+    stores: list[LabelStore] = []
+
+    def open_and_edit(i: int) -> None:
+        try:
+            go.wait()
+            store = store_backend.open(run_dir)
+            stores.append(store)
+            store.rename_cluster(1, i % 4, f"s{i}", annotator=f"a{i}", expected_version=None)
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_and_edit, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store_backend.open(run_dir).events()) == n and len({s.run_key for s in stores}) == 1

@@ -309,3 +309,49 @@ def test_run_names_are_unique(tmp_path):
 def test_app_command_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["app", str(tmp_path), "--port", "9"]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_app_command_passes_its_store_to_the_studio(tmp_path, store_backend, monkeypatch, capsys):
+    """`selavi app RUN --store URL` opens the store first (a bad URL fails here, in one line, password hidden),
+    then hands the absolute URL to the Studio in STORE_ENV, never on its command line."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from label_fixtures import make_label_run
+
+    from selavi_core.commands import app as app_cmd
+    from selavi_core.labels import LabelStore
+    from selavi_core.studio.runs import STORE_ENV
+
+    started: list[dict] = []
+
+    class FakePopen:  # the Streamlit process, not started
+        def __init__(self, cmd, env, cwd):
+            started.append({"cmd": cmd, "env": env})
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(
+        app_cmd, "subprocess", SimpleNamespace(Popen=FakePopen, TimeoutExpired=subprocess.TimeoutExpired)
+    )
+    monkeypatch.setenv(STORE_ENV, "sqlite:///somewhere/else.sqlite")  # an inherited value never wins over --store
+    monkeypatch.chdir(tmp_path)
+    run_dir = make_label_run(tmp_path)
+    if store_backend.url is None:
+        given, expected = "team.sqlite", f"sqlite:///{tmp_path / 'team.sqlite'}"  # relative: made absolute
+    else:
+        given = expected = store_backend.url.replace("://selavi@", "://selavi:pw-x9@")
+    assert main(["app", str(run_dir), "--port", "8599", "--store", given]) == 0
+    [call] = started
+    assert call["env"][STORE_ENV] == expected and not any("pw-x9" in a or "team" in a for a in call["cmd"])
+    assert "pw-x9" not in "".join(capsys.readouterr())
+    assert LabelStore.open(run_dir, store=expected).version() == 0 and not (run_dir / "labels.sqlite").exists()
+    # without --store the Studio uses each run's own file, whatever the environment held
+    assert main(["app", str(run_dir), "--port", "8599"]) == 0
+    assert STORE_ENV not in started[-1]["env"]
+    # a store that cannot be opened stops `selavi app` before the Studio starts
+    bad = "mysql+nosuchdriver://u:pw-x9@h/db" if store_backend.url is None else expected.replace("/t", "/missing", 1)
+    assert main(["app", str(run_dir), "--port", "8599", "--store", bad]) == 2
+    err = capsys.readouterr().err
+    assert "cannot" in err and "label store" in err and "pw-x9" not in err and "***" in err and len(started) == 2

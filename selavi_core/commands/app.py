@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from selavi_core.commands import add_store_argument
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
@@ -28,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    add_store_argument(parser, default="each RUN_DIR/labels.sqlite; one database holds the labels of many runs")
     parser.set_defaults(func=run)
 
 
@@ -62,18 +66,48 @@ def streamlit_command(entry: Path, host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def check_store(store: str, runs: list[Any]) -> str:
+    """The store's URL (a relative SQLite path made absolute: the Studio runs elsewhere), after opening it for
+    every run, so that a wrong URL, a server that is down or a bad password fails here, in one line (the
+    password redacted), instead of in every annotator's browser."""
+    from selavi_core.labels.store import LabelStore, redact, store_url
+
+    url = store_url(store)
+    for run in runs:
+        LabelStore.open(run, store=url).close()
+    if not runs:  # no run yet: at least reach the database
+        import sqlalchemy as sa
+
+        from selavi_core.labels.errors import LabelError
+        from selavi_core.labels.schema import make_engine
+
+        try:
+            engine = make_engine(url)
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
+        except (sa.exc.SQLAlchemyError, OSError, ModuleNotFoundError) as err:
+            raise LabelError(f"cannot open the label store {redact(url)}: {getattr(err, 'orig', err)}") from err
+    return url
+
+
 def run(args: argparse.Namespace) -> int:
     from selavi_core.errors import RunError
     from selavi_core.runs.run import Run
-    from selavi_core.studio.runs import RUNS_ENV, runs_to_env
+    from selavi_core.studio.runs import RUNS_ENV, STORE_ENV, runs_to_env
 
-    for d in args.run_dirs:
-        Run(d)  # fail fast, with the reason, on a folder that is not a run
+    runs = [Run(d) for d in args.run_dirs]  # fail fast, with the reason, on a folder that is not a run
     if not 0 < args.port < 65536:
         raise RunError(f"--port must be between 1 and 65535, not {args.port}")
+    store = None if args.store is None else check_store(args.store, runs)
     entry = app_entry()
     env = dict(os.environ)
     env[RUNS_ENV] = runs_to_env(args.run_dirs)
+    env.pop(STORE_ENV, None)  # --store alone decides (the URL travels in the environment, never on a command line)
+    if store is not None:
+        env[STORE_ENV] = store
     env.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     env.setdefault("SELAVI_NO_PROGRESS", "1")  # the pages show their own progress
     if not args.run_dirs:

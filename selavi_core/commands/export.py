@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from selavi_core.commands import add_store_argument
+
 FORMATS = ("csv", "json", "kinetics", "vggsound", "fiftyone", "labelstudio")  # = labels.exports.FORMATS
 
 HELP = """\
@@ -41,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--snapshot", metavar="NAME", help="export the labels as they were at this named snapshot")
     p.add_argument("--only-named", action="store_true", help="leave out clips without a label")
     p.add_argument("--min-confidence", type=float, metavar="X", help="drop cluster labels below this confidence")
-    p.add_argument(
-        "--store", metavar="URL", help="label store: a SQLAlchemy URL or SQLite path (default RUN_DIR/labels.sqlite)"
-    )
+    add_store_argument(p)
     p.add_argument("--run-key", metavar="KEY", help="which run's labels, in a store shared by several runs")
     p.add_argument("--copy", action="store_true", help="fiftyone: copy media instead of symlinking")
     p.add_argument("--url-prefix", metavar="URL", help="labelstudio: prefix for video URLs, e.g. /data/local-files/?d=")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from selavi_core.commands import add_store_argument
+
 HELP = """\
 Read and edit the human labels of RUN_DIR (stored in RUN_DIR/labels.sqlite unless --store says
 otherwise). Every edit is an event in an append-only log: nothing is overwritten, everything can be
@@ -35,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", type=int, default=0)
     p.add_argument("--as", dest="annotator", metavar="WHO", help="annotator name (required for edits)")
     p.add_argument("--limit", type=int, default=30, help="history: how many events")
-    p.add_argument("--store", metavar="URL", help="a SQLAlchemy URL or SQLite path (default RUN_DIR/labels.sqlite)")
+    add_store_argument(p)
     p.add_argument("--run-key", metavar="KEY", help="which run's labels, in a store shared by several runs")
     p.set_defaults(func=run)
 

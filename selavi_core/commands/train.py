@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from selavi_core.commands import add_store_argument
 from selavi_core.config import PRESETS, ConfigError, Preset, get_preset
 
 HELP = """\
@@ -99,11 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --labels-from: the head of RUN1 whose cluster names count (default: the head the labels "
         "were made on; per-clip labels hold in every head)",
     )
-    p.add_argument(
-        "--store",
-        metavar="URL",
-        help="with --labels-from: RUN1's label store, a SQLAlchemy URL or SQLite path (default RUN1/labels.sqlite)",
-    )
+    add_store_argument(p, default="RUN1/labels.sqlite", when="with --labels-from")
     p.set_defaults(func=run)
 
 

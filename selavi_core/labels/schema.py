@@ -4,8 +4,12 @@
 lock); ``label_events`` is the append-only log, one row per edit, never updated or deleted. Any
 SQLAlchemy URL works; on SQLite ``make_engine`` sets WAL, ``synchronous`` (``LABELS``), a busy
 timeout, foreign keys, and emits ``BEGIN IMMEDIATE`` for write transactions so a writer's check and
-append see the same log. ``create_tables`` is the migration step: it creates what is missing and
-is safe to run from several processes at once.
+append see the same log. On PostgreSQL (``postgresql://`` means psycopg 3, the pinned driver) a write
+transaction starts with ``pg_advisory_xact_lock``, the same one-writer-at-a-time rule: under READ
+COMMITTED every later statement sees all that earlier writers committed, so the check and the append
+see the same log, and nothing can fail with a serialization error that would need a retry.
+``create_tables`` is the migration step: it creates what is missing and is safe to run from several
+processes at once.
 """
 
 from __future__ import annotations
@@ -92,15 +96,30 @@ def redact(url: str) -> str:
         return url
 
 
+#: The advisory lock every PostgreSQL write transaction takes first (one per database: writes are short).
+PG_WRITE_LOCK = 0x5E1A_7AB5
+
+
+def engine_url(url: str) -> sa.URL:
+    """The parsed URL, with PostgreSQL's default driver made psycopg 3 (the one the project pins)."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
 def make_engine(url: str) -> Engine:
-    """An engine whose transactions are real: on SQLite, WAL + synchronous=FULL and BEGIN (IMMEDIATE).
+    """An engine whose transactions are real: on SQLite, WAL + synchronous=FULL and BEGIN (IMMEDIATE);
+    on PostgreSQL, write transactions that begin with an advisory lock.
 
     pysqlite by default defers BEGIN until the first write and never locks for reads, which breaks
     read-check-append; the standard fix is to switch its own transaction handling off and emit
     BEGIN ourselves. Write transactions (``execution_options(selavi_write=True)``) take the write
     lock at BEGIN, so the check and the append see the same log.
     """
-    u = make_url(url)
+    u = engine_url(url)
+    if u.get_backend_name() == "postgresql":
+        return _postgresql_engine(u)
     if u.get_backend_name() != "sqlite":
         return sa.create_engine(u, pool_pre_ping=True)
     database = u.database or ":memory:"  # no database (None or "") is an in-memory one
@@ -125,6 +144,23 @@ def make_engine(url: str) -> Engine:
     @sa_event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("selavi_write") else "BEGIN")
+
+    return engine
+
+
+def _postgresql_engine(u: sa.URL) -> Engine:
+    """PostgreSQL: READ COMMITTED (the default), and a write transaction's first statement is
+    ``pg_advisory_xact_lock``: writers queue (waiting at most ``LABELS.server_lock_timeout_s``) and each
+    sees every commit before its own. The lock is released by the commit or rollback, or by the server
+    when a killed writer's connection drops."""
+    engine = sa.create_engine(u, pool_pre_ping=True)
+    timeout_ms = int(LABELS.server_lock_timeout_s * 1000)
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("selavi_write"):
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
 
     return engine
 

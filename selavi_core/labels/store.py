@@ -8,12 +8,12 @@ that for free.
 
 Storage: any SQLAlchemy URL. By default a SQLite file ``RUN_DIR/labels.sqlite`` in WAL mode with
 ``synchronous=FULL``, so an edit whose call returned is in the fsynced WAL and survives a SIGKILL or
-a power cut. Writers take the database lock up front (``BEGIN IMMEDIATE`` on SQLite; on other
-backends a row lock on the run's ``label_runs`` row), re-read the log, check the edit against it
-and append, so two processes appending at once both succeed, in some order. The SQL is portable
-(no SQLite-only statements outside the SQLite connection hooks), so a team can point
-``--store postgresql://...`` at a shared server; one database holds the labels of many runs, keyed
-by ``run_key``.
+a power cut. Writers take the database lock up front (``BEGIN IMMEDIATE`` on SQLite, an advisory
+lock on PostgreSQL, ``schema.make_engine``; on other backends a row lock on the run's ``label_runs``
+row), re-read the log, check the edit against it and append, so two processes appending at once both
+succeed, in some order. The SQL is portable (no backend-only statements outside the connection
+hooks), so a team can point ``--store postgresql+psycopg://...`` at a shared server (the tests run
+against one); one database holds the labels of many runs, keyed by ``run_key``.
 
 Stale edits: every edit passes ``expected_version``, the version the user's screen was drawn from
 (``store.version()`` when the page rendered, or ``version_of(...)`` of the thing edited). If an
@@ -133,7 +133,9 @@ class LabelStore:
         self.run = run
         try:
             self._engine = make_engine(url)
-        except OSError as err:
+        except (OSError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ModuleNotFoundError) as err:
+            # a folder that cannot be made, a URL that is none, a database without its driver (the project pins
+            # psycopg for PostgreSQL; others need theirs installed)
             raise LabelError(f"cannot create the label store {redact(url)}: {err}; give another --store") from err
         self._lock = threading.RLock()
         self._events: list[Event] = []

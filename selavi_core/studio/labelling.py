@@ -32,6 +32,7 @@ from selavi_core.labels.semantics import (
     annotator_name,
     describe,
 )
+from selavi_core.studio.runs import store_from_env
 
 if TYPE_CHECKING:
     from selavi_core.studio.runview import StudioRun
@@ -52,9 +53,10 @@ UNLABELLED_COLOUR = "#c8c8c8"
 # ------------------------------------------------------------------------------ the store
 
 
-def open_label_store(sr: StudioRun) -> LabelStore:
-    """The run's label store (``RUN_DIR/labels.sqlite`` unless the run names another URL)."""
-    return LabelStore.open(sr.run)
+def open_label_store(sr: StudioRun, store: str | None = None) -> LabelStore:
+    """The run's label store: ``store`` (a URL or SQLite path), else ``selavi app --store`` (``runs.STORE_ENV``),
+    else ``RUN_DIR/labels.sqlite``."""
+    return LabelStore.open(sr.run, store=store or store_from_env())
 
 
 # ------------------------------------------------------------------------------ annotator

@@ -10,6 +10,10 @@ from pathlib import Path
 #: separated by ``os.pathsep``: an environment variable reaches every page script (and AppTest),
 #: which script arguments after ``--`` would not.
 RUNS_ENV = "SELAVI_RUNS"
+#: ``selavi app --store URL`` passes the label store's URL (a team's PostgreSQL, or a SQLite file) the same way;
+#: unset, each run keeps its labels in ``RUN_DIR/labels.sqlite``. An environment variable, not an argument:
+#: the URL (which may hold a password) never appears in a process list.
+STORE_ENV = "SELAVI_STORE"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,12 @@ def runs_from_env(environ: dict[str, str] | None = None) -> list[RunRef]:
 
 def runs_to_env(paths: list[str | os.PathLike]) -> str:
     return os.pathsep.join(str(Path(p).expanduser().resolve()) for p in paths)
+
+
+def store_from_env(environ: dict[str, str] | None = None) -> str | None:
+    """The label store every run of this Studio uses (``--store``), or None for each run's own SQLite file."""
+    env = os.environ if environ is None else environ
+    return env.get(STORE_ENV, "").strip() or None
 
 
 def run_stamp(run_dir: str | os.PathLike) -> float:
