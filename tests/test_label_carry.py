@@ -181,3 +181,25 @@ def test_labels_carry_command(run_dir: Path, capsys: pytest.CaptureFixture[str])
     out = call("carry", "--apply", "--as", "ana")
     assert "carried 1 cluster name" in out
     assert "dog" in call("clusters")
+
+
+def test_studio_notice_says_what_waits_and_what_was_carried(run_dir: Path) -> None:
+    from selavi_core.studio.labelling import carry_notice
+
+    store = LabelStore.open(run_dir)
+    store.rename_cluster(0, 1, "dog", annotator="ana", expected_version=None)
+    assert carry_notice(store) is None
+    old = np.asarray(Run(run_dir).assignments())
+    new = old.copy()
+    new[:, 0] = np.array([3, 2, 1, 0])[old[:, 0]]
+    reassign(run_dir, new)
+    store = LabelStore.open(run_dir)
+    notice = carry_notice(store)
+    assert notice is not None and notice.kind == "pending" and "1 name would follow its clips" in notice.text
+    assert notice.carried[["name", "was cluster", "now cluster", "overlap %"]].values.tolist() == [
+        ["dog", "1", "2", 100.0]
+    ]
+    assert notice.needs_look.empty and store.events()[-1].action == "rename_cluster"  # looking writes nothing
+    store.carry_over(apply=True, annotator="ana")
+    done = carry_notice(store)
+    assert done is not None and done.kind == "done" and "carried 1 cluster name" in done.text
