@@ -203,3 +203,19 @@ def test_studio_notice_says_what_waits_and_what_was_carried(run_dir: Path) -> No
     store.carry_over(apply=True, annotator="ana")
     done = carry_notice(store)
     assert done is not None and done.kind == "done" and "carried 1 cluster name" in done.text
+
+
+def test_export_says_when_names_wait_for_a_carry_over(run_dir: Path, tmp_path: Path) -> None:
+    from selavi_core.labels.exports import export_labels, summary
+
+    store = LabelStore.open(run_dir)
+    store.rename_cluster(0, 1, "dog", annotator="ana", expected_version=None)
+    reassign(run_dir, ((np.asarray(Run(run_dir).assignments()) + 1) % 4).astype(np.int32), checkpoint_hash="v2")
+    store = LabelStore.open(run_dir)
+    result = export_labels(store, "csv", tmp_path / "out.csv", head=0)
+    assert result.by_label == {} and result.provenance["labels"]["names_await_carry"]
+    assert "carry" in summary(result)
+    store.carry_over(apply=True, annotator="ana")
+    result = export_labels(store, "csv", tmp_path / "out2.csv", head=0)
+    assert result.by_label == {"dog": 12} and not result.provenance["labels"]["names_await_carry"]
+    assert result.provenance["labels"]["assignment"] == Run(run_dir).assignment_id

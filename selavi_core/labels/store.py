@@ -50,7 +50,11 @@ API (all edits take ``annotator=`` and ``expected_version=``, return the appende
 - reads: ``version()``, ``version_of(head, cluster)`` / ``version_of(clip_ids=...)``,
   ``effective_labels(head, snapshot=None)``, ``vocabulary(head)``, ``clusters(head)``,
   ``cluster_names(head)``, ``members(head, cluster)``, ``propose_split(...)`` (writes nothing),
-  ``annotators()``, ``events()``, ``log_info(snapshot)``.
+  ``annotators()``, ``events()``, ``log_info(snapshot)``;
+- assignments: cluster edits record the run's ``assignment_id``; after a retrain or re-assign the names
+  label nothing (and cluster edits are refused) until ``carry_over(apply=True, annotator=)`` carries them
+  by their clips (``needs_carry()``, ``last_carry()``, ``labels.carry``). Labels follow the run folder: a
+  new catalog hash finds them under the key the folder had; an unknown ``run_key`` is refused.
 
 Where things live: the tables and engine in ``schema``, the read models in ``views``, split
 proposals in ``splits``, the exceptions in ``errors``, what events mean in ``semantics``; this module
