@@ -168,14 +168,20 @@ def test_labels_carry_command(run_dir: Path, capsys: pytest.CaptureFixture[str])
     parser = argparse.ArgumentParser()
     cmd.register(parser.add_subparsers())
 
+    errs: list[str] = []
+
     def call(*argv: str) -> str:
         args = parser.parse_args(["labels", str(run_dir), *argv])
         assert args.func(args) == 0
-        return capsys.readouterr().out
+        got = capsys.readouterr()
+        errs.append(got.err)
+        return got.out
 
     call("rename", "1", "dog", "--as", "ana")
     assert "nothing to carry" in call("carry")
     reassign(run_dir, ((np.asarray(Run(run_dir).assignments()) + 1) % 4).astype(np.int32), checkpoint_hash="v2")
+    call("show")
+    assert "label no cluster now" in errs[-1]
     out = call("carry")
     assert "would carry 1 cluster name" in out and "dog" in out and "100%" in out and "--apply" in out
     out = call("carry", "--apply", "--as", "ana")

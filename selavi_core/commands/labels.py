@@ -57,6 +57,7 @@ def _need(args: argparse.Namespace, n: int, usage: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from datetime import UTC, datetime
 
     import pandas as pd
@@ -69,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
     display = pd.option_context("display.width", 160, "display.max_colwidth", 90, "display.max_rows", 500)
     with display, LabelStore.open(args.run_dir, store=args.store, run_key=args.run_key) as store:
         a = args.action
+        if a != "carry" and store.needs_carry():
+            print(
+                "note: the cluster names were given on an earlier assignment (retrained or re-assigned) and label no "
+                f"cluster now; `selavi labels {args.run_dir} carry` shows where they would go",
+                file=sys.stderr,
+            )
         if a == "show":
             vocab = store.vocabulary(args.head)
             print(vocab.to_string(index=False) if len(vocab) else "no labels yet")
