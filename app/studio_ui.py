@@ -28,7 +28,13 @@ from selavi_core.errors import SelaviError
 from selavi_core.labels import LabelError, LabelStore, StaleEditError
 from selavi_core.studio import RunRef, StudioRun, open_run, runs_from_env
 from selavi_core.studio.browse import clip_caption, clip_files
-from selavi_core.studio.labelling import clean_annotator, conflict_message, open_label_store
+from selavi_core.studio.labelling import (
+    STUDIO_SOURCE,
+    carry_notice,
+    clean_annotator,
+    conflict_message,
+    open_label_store,
+)
 from selavi_core.studio.labelling import export_download as _export
 from selavi_core.studio.media import BUILDING_POSTER, placeholder_svg, read_poster, video_html
 from selavi_core.studio.runs import run_stamp, store_from_env
@@ -151,11 +157,38 @@ def label_store(sr: StudioRun) -> LabelStore | None:
     return store
 
 
-def store_or_warning(sr: StudioRun) -> LabelStore | None:
+def store_or_warning(sr: StudioRun, *, carry_done: bool = False) -> LabelStore | None:
+    """The run's store (None, with a warning, when it cannot be opened); names waiting to be carried over to a
+    new assignment are shown first (``carry_banner``; ``carry_done``: the carry-over already made too)."""
     store = label_store(sr)
     if store is None:
         st.warning(f"Labels are unavailable (viewing only): {st.session_state.get('_store_problem')}")
+    else:
+        carry_banner(store, done_too=carry_done)
     return store
+
+
+def carry_banner(store: LabelStore, *, done_too: bool = False) -> None:
+    """After a retrain or re-assign: which cluster names follow their clips where (and the button that carries
+    them), and which need a look; with ``done_too``, the carry-over already made too (the Labels page)."""
+    notice = carry_notice(store)
+    if notice is None or (notice.kind == "done" and not done_too):
+        return
+    (st.warning if notice.kind == "pending" else st.info)(notice.text)
+    with st.expander("Carried names and the ones that need a look", expanded=notice.kind == "pending"):
+        if len(notice.carried):
+            st.caption("Follow their clips (overlap: share of the name's clips in the new cluster)")
+            st.dataframe(notice.carried, hide_index=True, width="stretch", key=f"carried_{notice.kind}")
+        if len(notice.needs_look):
+            st.caption("Need a look: not carried, name the new cluster yourself")
+            st.dataframe(notice.needs_look, hide_index=True, width="stretch", key=f"looks_{notice.kind}")
+    if notice.kind == "pending":
+        st.button(
+            "Carry the names over", key="carry_names", type="primary",
+            on_click=run_edit,
+            args=(lambda who: store.carry_over(apply=True, annotator=who, source=STUDIO_SOURCE),
+                  lambda report: report.summary()),
+        )  # fmt: skip
 
 
 def _annotator_key() -> str:

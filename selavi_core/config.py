@@ -659,6 +659,10 @@ class LabelsSpec:
     split_n_init: int = 4  # k-means restarts
     split_iters: int = 25  # k-means iterations per restart
     split_seed: int = 0
+    # A cluster name is carried to a new assignment (retrain, re-assign) only when at least this share of its
+    # clips are in one new cluster, and they are at least carry_min_share of that cluster (labels/carry.py).
+    carry_min_overlap: float = 0.5
+    carry_min_share: float = 0.5
 
 
 LABELS = LabelsSpec()

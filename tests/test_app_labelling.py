@@ -388,3 +388,37 @@ def chart(at: AppTest) -> tuple[pd.DataFrame, list[str]]:
     points = pd.DataFrame({"clip_id": [c[0] for c in main["customdata"]], "human": [c[-1] for c in main["customdata"]],
                            "colour": main["marker"]["color"]})  # fmt: skip
     return points, [t["name"] for t in spec["data"][1:]]
+
+
+def test_retrained_run_shows_the_carry_over_and_carries_on_click(app, run_dir, joint, clip_ids):
+    """After a re-assignment the names show on no cluster; the banner says where each would go and the button
+    carries them (the store holds the carry event); the Labels page keeps saying what was carried."""
+    import dataclasses
+
+    from selavi_core.runs.run import Run, write_run
+
+    store = LabelStore.open(run_dir)
+    store.rename_cluster(0, 1, "dog", annotator="bob", expected_version=0)
+    run = Run(run_dir)
+    k = run.clusters
+    new = ((joint + 1) % k).astype(np.int32)  # the same clusters, numbered differently
+    conf = np.asarray(run.scores("confidence"))
+    write_run(run_dir, dataclasses.replace(run.meta, checkpoint_hash="retrained"), run.clip_ids, joint=new, video=new,
+              audio=new, confidence=conf, margin=conf / 2, features_video=np.asarray(run.features("video")),
+              features_audio=np.asarray(run.features("audio")), priors=run.priors)  # fmt: skip
+
+    at = app("clusters", head="0", cluster="2", annotator="ana")
+    assert any("retrained or re-assigned" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert LabelStore.open(run_dir).cluster_names(0) == {}  # looking writes nothing, and no name attached
+    click(at, "Carry the names over")
+    assert any("carried 1 cluster name" in s.value for s in at.success), [s.value for s in at.success]
+    assert not any("retrained or re-assigned" in w.value for w in at.warning)
+    store = LabelStore.open(run_dir)
+    assert store.cluster_names(0) == {"2": "dog"}
+    ev = store.events()[-1]
+    assert (ev.action, ev.annotator, ev.source) == ("carry_names", "ana", "studio")
+    labels = store.effective_labels(0)
+    assert (labels["label"] == "dog").sum() == int((joint[:, 0] == 1).sum())
+    at.switch_page("views/labels.py").run()
+    ok(at)
+    assert any("were carried over to this assignment" in i.value for i in at.info)

@@ -498,7 +498,7 @@ def test_store_url_outside_the_run_and_shared_by_runs(tmp_path: Path, store_back
     run_b = make_label_run(tmp_path / "b", k=3)
     url = store_backend.url or f"sqlite:///{tmp_path / 'team' / 'labels.db'}"
     sa = LabelStore.open(run_a, store=url)
-    sb = LabelStore.open(run_b, store=url, run_key="run-b")
+    sb = LabelStore.open(run_b, store=url, run_key="run-b", create_run_key=True)
     sa.rename_cluster(0, 0, "from a", annotator="ana", expected_version=0)
     sb.rename_cluster(0, 0, "from b", annotator="bob", expected_version=0)  # versions are per run
     assert sa.cluster_names(0) == {"0": "from a"} and sb.cluster_names(0) == {"0": "from b"}

@@ -28,7 +28,7 @@ if sr is None:
     st.stop()
 st.title("Labels")
 ui.show_flash()
-store = ui.store_or_warning(sr)
+store = ui.store_or_warning(sr, carry_done=True)
 if store is None:
     st.stop()
 seen = store.version()  # read before anything the user sees is drawn

@@ -19,9 +19,16 @@ actions:
   undo --as WHO / redo --as WHO   undo (redo) WHO's latest edit
   snapshot NAME --as WHO          name the current labels, e.g. "label set v3"
   snapshots                       the named snapshots
+  carry [--apply --as WHO]        after a retrain or re-assign into RUN_DIR: which cluster names follow
+                                  their clips to which new cluster (with the overlap), and which need a
+                                  look; --apply records it (one event, undoable)
+
+Cluster names belong to the assignment they were given on; after a retrain or a re-assign they show on
+no cluster until they are carried over (here or in the Studio). Per-clip labels need no carrying.
+--run-key must name a key the store holds (the error lists them).
 """
 
-ACTIONS = ("show", "clusters", "history", "rename", "undo", "redo", "snapshot", "snapshots")
+ACTIONS = ("show", "clusters", "history", "rename", "undo", "redo", "snapshot", "snapshots", "carry")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", type=int, default=0)
     p.add_argument("--as", dest="annotator", metavar="WHO", help="annotator name (required for edits)")
     p.add_argument("--limit", type=int, default=30, help="history: how many events")
+    p.add_argument("--apply", action="store_true", help="carry: record the carry-over (else only show it)")
     add_store_argument(p)
     p.add_argument("--run-key", metavar="KEY", help="which run's labels, in a store shared by several runs")
     p.set_defaults(func=run)
@@ -51,6 +59,7 @@ def _need(args: argparse.Namespace, n: int, usage: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from datetime import UTC, datetime
 
     import pandas as pd
@@ -63,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
     display = pd.option_context("display.width", 160, "display.max_colwidth", 90, "display.max_rows", 500)
     with display, LabelStore.open(args.run_dir, store=args.store, run_key=args.run_key) as store:
         a = args.action
+        if a != "carry" and store.needs_carry():
+            print(
+                "note: the cluster names were given on an earlier assignment (retrained or re-assigned) and label no "
+                f"cluster now; `selavi labels {args.run_dir} carry` shows where they would go",
+                file=sys.stderr,
+            )
         if a == "show":
             vocab = store.vocabulary(args.head)
             print(vocab.to_string(index=False) if len(vocab) else "no labels yet")
@@ -87,6 +102,18 @@ def run(args: argparse.Namespace) -> int:
             (name,) = _need(args, 1, "snapshot NAME --as WHO")
             ev = store.snapshot(name, annotator=args.annotator)
             print(f"event {ev.id}: snapshot {name!r} saved")
+        elif a == "carry":
+            _need(args, 0, "carry [--apply --as WHO]")
+            report = store.carry_over(apply=args.apply, annotator=args.annotator, source="cli")
+            print(report.summary())
+            if len(report.names):
+                cols = ["head", "name", "old_cluster", "new_cluster", "overlap", "share", "size", "reason"]
+                table = report.names.assign(
+                    carried=report.names["carried"].map({True: "carried", False: "needs a look"})
+                )[["carried", *cols]]
+                print(table.to_string(index=False, float_format=lambda x: f"{x:.0%}"))
+            if report.status == "planned" and not args.apply:
+                print("nothing written: --apply --as WHO records this carry-over")
         elif a == "snapshots":
             snaps = store.snapshots()
             for r in snaps.itertuples(index=False):

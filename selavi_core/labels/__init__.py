@@ -7,6 +7,7 @@
   that the Studio calls;
 - ``views``: read models of the log (history, snapshots, names, members, provenance counts);
 - ``splits``: split proposals (k-means on ``selavi_core.features`` or a selection);
+- ``carry``: carrying cluster names to a new assignment (retrain, re-assign) by their clips;
 - ``errors``: ``LabelError``, ``StaleEditError``, ``NothingToUndo``;
 - ``exports``: the label set in the field's formats (CSV, JSON, Kinetics, VGG-Sound, FiftyOne tree,
   Label Studio tasks), each with a provenance sidecar, written atomically.

@@ -684,6 +684,8 @@ def _provenance(
         "labels": {
             "store": redact(store.url),
             "run_key": store.run_key,
+            "assignment": store.assignment_id,
+            "names_await_carry": store.needs_carry(),  # names of another assignment: in no row of this export
             "head": context["head"],
             "snapshot": context["snapshot"],
             "last_event_id": log["last_event_id"],
@@ -713,6 +715,11 @@ def summary(result: ExportResult) -> str:
         lines.append(f"  by label: {labels}")
     if result.skipped:
         lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in result.skipped.items()))
+    if result.provenance.get("labels", {}).get("names_await_carry"):
+        lines.append(
+            "  note: the cluster names were given on an earlier assignment (retrained or re-assigned) and label no "
+            "clip here; `selavi labels RUN_DIR carry` carries them over"
+        )
     lines.append(f"  provenance: {result.sidecar}")
     return "\n".join(lines)
 

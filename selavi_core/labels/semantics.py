@@ -25,6 +25,14 @@ Semantics (../shared/docs/app-field-notes.md §2-3, §5.2):
 - **Undo and redo are events too.** Each annotator has an undo stack of their own edits and a redo
   stack of what they undid (cleared by their next edit); an undone edit is skipped by the fold, so
   undoing my rename never erases a later rename by someone else.
+- **Cluster names are bound to an assignment.** Every cluster edit (rename, merge, split) records the
+  assignment (``runs.run.assignment_hash``: checkpoint, catalog, clips and their clusters) it was made on in
+  ``target["assignment"]``; the state's ``bound`` is the assignment the cluster graph belongs to (the first
+  one an edit or a ``bind`` names; a log written before this was recorded gets one ``bind`` event, written
+  by the store, for the assignment current when it was first opened). The graph never applies to another
+  assignment (``for_assignment``): after a retrain or a re-assign its names attach to nothing until a
+  ``carry_names`` event (undoable) carries them, cluster by cluster, to the new clusters that hold most of
+  their clips, and binds the graph to the new assignment. Per-clip decisions need no carrying.
 - **Snapshots** are named event ids: the labels "at" a snapshot fold only events up to it.
 - **Versions** (for stale-edit detection) are the id of the latest event touching a key: a cluster
   node ``("c", head, node)`` or a clip ``("k", clip_id)``. Undo/redo events touch their target's keys.
@@ -35,7 +43,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,8 +54,11 @@ from selavi_core.config import LABELS
 #: Edit actions (undoable), then the bookkeeping actions.
 EDIT_ACTIONS = (
     "rename_cluster", "merge_clusters", "split_cluster", "label_clips", "override_clip", "reject_clip", "reset_clips",
+    "carry_names",
 )  # fmt: skip
-META_ACTIONS = ("undo", "redo", "snapshot")
+META_ACTIONS = ("undo", "redo", "snapshot", "bind")
+#: Edits of the cluster graph: each records the assignment it was made on (``target["assignment"]``).
+CLUSTER_ACTIONS = ("rename_cluster", "merge_clusters", "split_cluster")
 ACTIONS = EDIT_ACTIONS + META_ACTIONS
 
 #: ``label_source`` values of an effective label.
@@ -250,6 +261,7 @@ class LabelState:
     touched: dict[Key, int] = field(default_factory=dict)  # key -> latest event id touching it
     subs_ever: dict[tuple[int, str], set[str]] = field(default_factory=dict)  # (head, parent) -> sub ids used
     events: dict[int, Event] = field(default_factory=dict)  # folded events by id
+    bound: str | None = None  # the assignment the cluster graph (names, merges, splits) was made on; None: unknown
 
     def head(self, h: int) -> HeadState:
         if h not in self.heads:
@@ -288,7 +300,28 @@ def event_keys(event: Event) -> set[Key]:
         return {("c", h, t["cluster"])} | {("c", h, s) for s in (event.new or {}).get("parts", {})}
     if a in ("label_clips", "override_clip", "reject_clip", "reset_clips"):
         return {("k", c) for c in t["clips"]}
+    if a == "carry_names":
+        return {("c", int(r["head"]), str(r["new"])) for r in (event.new or {}).get("names", [])}
     return set()
+
+
+def _applies(st: LabelState, e: Event) -> bool:
+    """Whether pass 2 applies ``e``: active edits, and ``bind`` (which only says what the graph is bound to)."""
+    return (e.action in EDIT_ACTIONS and e.id not in st.undone) or e.action == "bind"
+
+
+def for_assignment(state: LabelState, assignment_id: str | None) -> LabelState:
+    """The state as it applies to ``assignment_id``: ``state`` itself when its cluster graph is bound to that
+    assignment (or to none known), else a view without the graph (no names, merges or splits; per-clip labels
+    and rejections stay): names given on another assignment attach to nothing until they are carried over."""
+    if assignment_id is None or state.bound is None or state.bound == assignment_id:
+        return state
+    heads = {}
+    for h, hs in state.heads.items():
+        bare = HeadState()
+        bare.rejected = hs.rejected
+        heads[h] = bare
+    return replace(state, heads=heads)
 
 
 def fold(events: Iterable[Event], upto: int | None = None) -> LabelState:
@@ -303,7 +336,7 @@ def fold(events: Iterable[Event], upto: int | None = None) -> LabelState:
     for e in evs:
         _note(st, e)
     for e in evs:
-        if e.action in EDIT_ACTIONS and e.id not in st.undone:
+        if _applies(st, e):
             _apply(st, e)
     return st
 
@@ -320,7 +353,7 @@ def fold_more(state: LabelState, events: Sequence[Event]) -> bool:
     for e in sorted(events, key=lambda e: e.id):
         state.events[e.id] = e
         _note(state, e)
-        if e.action in EDIT_ACTIONS:
+        if _applies(state, e):
             _apply(state, e)
     return True
 
@@ -363,7 +396,21 @@ def _note(st: LabelState, e: Event) -> None:
 def _apply(st: LabelState, e: Event) -> None:
     stamp = Stamp(e.id, e.annotator, e.time)
     new, t = e.new or {}, e.target or {}
-    if e.action == "rename_cluster":
+    if e.action in CLUSTER_ACTIONS and st.bound is None and t.get("assignment"):
+        st.bound = str(t["assignment"])
+    if e.action == "bind":
+        if st.bound is None:
+            st.bound = str(new.get("assignment"))
+    elif e.action == "carry_names":  # the graph of the old assignment is left behind; the carried names start one anew
+        st.bound = str(new.get("assignment"))
+        for hs in st.heads.values():
+            hs.parent.clear()
+            hs.names.clear()
+            hs.sub_parent.clear()
+            hs.splits.clear()
+        for r in new.get("names", []):
+            st.head(int(r["head"])).names[str(r["new"])] = NameRecord(str(r["name"]), stamp)
+    elif e.action == "rename_cluster":
         hs = st.head(_head(e))
         root = hs.find(t["cluster"])
         name = new.get("name")
@@ -614,6 +661,14 @@ def describe(event: Event) -> str:
     if a == "reset_clips":
         n = len(t.get("clips", []))
         return f"{who} gave {n} clip{'s' * (n != 1)} back to their cluster (head {h}): own labels and 'not this' lifted"
+    if a == "carry_names":
+        n, looks = len(new.get("names", [])), len(new.get("looks", []))
+        return (
+            f"{who} carried {n} cluster name{'s' * (n != 1)} over to assignment {new.get('assignment')} by their clips"
+            + (f"; {looks} need a look" if looks else "")
+        )
+    if a == "bind":
+        return f"{who} bound the cluster names to assignment {new.get('assignment')} (the one they were given on)"
     if a in ("undo", "redo"):
         return f"{who} {a}: {old.get('summary') or f'event {event.ref}'}"
     if a == "snapshot":

@@ -50,7 +50,11 @@ API (all edits take ``annotator=`` and ``expected_version=``, return the appende
 - reads: ``version()``, ``version_of(head, cluster)`` / ``version_of(clip_ids=...)``,
   ``effective_labels(head, snapshot=None)``, ``vocabulary(head)``, ``clusters(head)``,
   ``cluster_names(head)``, ``members(head, cluster)``, ``propose_split(...)`` (writes nothing),
-  ``annotators()``, ``events()``, ``log_info(snapshot)``.
+  ``annotators()``, ``events()``, ``log_info(snapshot)``;
+- assignments: cluster edits record the run's ``assignment_id``; after a retrain or re-assign the names
+  label nothing (and cluster edits are refused) until ``carry_over(apply=True, annotator=)`` carries them
+  by their clips (``needs_carry()``, ``last_carry()``, ``labels.carry``). Labels follow the run folder: a
+  new catalog hash finds them under the key the folder had; an unknown ``run_key`` is refused.
 
 Where things live: the tables and engine in ``schema``, the read models in ``views``, split
 proposals in ``splits``, the exceptions in ``errors``, what events mean in ``semantics``; this module
@@ -66,7 +70,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +80,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from selavi_core.config import LABELS
+from selavi_core.labels import carry, splits, views
 from selavi_core.labels import semantics as sem
-from selavi_core.labels import splits, views
+from selavi_core.labels.carry import CarryReport
 from selavi_core.labels.errors import LabelError, NothingToUndo, StaleEditError
 from selavi_core.labels.schema import (
     EVENTS,
@@ -93,7 +98,16 @@ from selavi_core.labels.schema import (
 from selavi_core.labels.semantics import Event, LabelState
 from selavi_core.runs.run import Run
 
-__all__ = ["LabelError", "LabelStore", "NothingToUndo", "StaleEditError", "default_run_key", "redact", "store_url"]
+__all__ = [
+    "CarryReport",
+    "LabelError",
+    "LabelStore",
+    "NothingToUndo",
+    "StaleEditError",
+    "default_run_key",
+    "redact",
+    "store_url",
+]
 
 
 def default_run_key(run: Run) -> str:
@@ -122,13 +136,17 @@ def _clean_text(value: Any, what: str, *, required: bool) -> str | None:
     return text
 
 
+class _AlreadyBound(Exception):
+    """Raised inside a write when another writer bound (or carried) the names first: nothing to append."""
+
+
 # ------------------------------------------------------------------------------------------ store
 
 
 class LabelStore:
     """Human labels of one run: append edits, fold them into labels. Thread-safe; one per process is enough."""
 
-    def __init__(self, url: str, *, run: Run | None = None, run_key: str | None = None):
+    def __init__(self, url: str, *, run: Run | None = None, run_key: str | None = None, create_run_key: bool = False):
         self.url = url
         self.run = run
         try:
@@ -143,7 +161,8 @@ class LabelStore:
         self._label_cache: dict[tuple, pd.DataFrame] = {}
         self._row_of: dict[str, int] | None = None
         self._create_schema()
-        self.run_key = self._resolve_run_key(run_key)
+        self.run_key = self._resolve_run_key(run_key, create_run_key)
+        self._bind_legacy_names()
 
     # opening ----------------------------------------------------------------------------------
     @classmethod
@@ -153,13 +172,15 @@ class LabelStore:
         *,
         store: str | os.PathLike | None = None,
         run_key: str | None = None,
+        create_run_key: bool = False,
     ) -> LabelStore:
         """Open (creating if needed) the label store of a run.
 
         ``target`` is a run folder (or ``Run``), or a database URL/path for label-only work without
         the run (renames, overrides, history; no effective labels or k-means splits). ``store``
         overrides where the database is: a SQLAlchemy URL or a file path; default
-        ``RUN_DIR/labels.sqlite``.
+        ``RUN_DIR/labels.sqlite``. ``run_key`` names the run's labels in a store shared by several runs; a key
+        the store does not hold is refused (naming the keys it holds) unless ``create_run_key`` starts one.
         """
         run: Run | None
         if isinstance(target, Run):
@@ -172,7 +193,7 @@ class LabelStore:
             if run is None:
                 raise LabelError("give a run folder or a store URL")
             store = run.dir / LABELS.store_file
-        return cls(store_url(store), run=run, run_key=run_key)
+        return cls(store_url(store), run=run, run_key=run_key, create_run_key=create_run_key)
 
     def _create_schema(self) -> None:
         try:
@@ -183,10 +204,13 @@ class LabelStore:
                 "give a writable path or database URL with --store"
             ) from err
 
-    def _resolve_run_key(self, run_key: str | None) -> str:
+    def _resolve_run_key(self, run_key: str | None, create: bool = False) -> str:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(RUNS.c.run_key, RUNS.c.meta)).all()
         existing = {r.run_key: r.meta or {} for r in rows}
+        if run_key is not None and run_key not in existing and not create:  # a mistyped key must not start an empty set
+            held = ", ".join(sorted(existing)) or "none yet"
+            raise LabelError(f"{redact(self.url)} holds no labels under run key {run_key!r}; the keys it holds: {held}")
         if self.run is None:
             if run_key is None and len(existing) == 1:
                 run_key = next(iter(existing))
@@ -205,9 +229,7 @@ class LabelStore:
                 )
             run_key = default_run_key(self.run)
             if run_key not in existing:
-                same_catalog = [k for k, m in existing.items() if m.get("catalog_hash") == self.run.meta.catalog_hash]
-                if len(existing) == 1 and same_catalog:  # the run folder was renamed or moved
-                    run_key = same_catalog[0]
+                run_key = self._key_of_this_folder(existing) or run_key
         if run_key not in existing:
             meta: dict[str, Any] = {}
             if self.run is not None:
@@ -226,6 +248,34 @@ class LabelStore:
                         )
                     )
         return run_key
+
+    def _key_of_this_folder(self, existing: dict[str, dict]) -> str | None:
+        """The key this run's labels are under when it is not the default one (``default_run_key``).
+
+        Labels follow the run folder, not the catalog hash: a re-assignment after a catalog change gives a new
+        default key, and the labels are found again under the key whose ``run_dir`` is this folder (the one with
+        the most events when several are). A folder renamed or moved is found by its catalog hash when the store
+        holds one run only.
+        """
+        assert self.run is not None
+        here = str(self.run.dir.resolve())
+        same_dir = [k for k, m in existing.items() if m.get("run_dir") == here]
+        if len(same_dir) > 1:
+            with self._engine.connect() as conn:
+                counts: dict[str, int] = dict(
+                    conn.execute(
+                        sa.select(EVENTS.c.run_key, sa.func.count())
+                        .where(EVENTS.c.run_key.in_(same_dir))
+                        .group_by(EVENTS.c.run_key)
+                    ).all()
+                )
+            same_dir.sort(key=lambda k: (-int(counts.get(k, 0)), k))
+        if same_dir:
+            return same_dir[0]
+        same_catalog = [k for k, m in existing.items() if m.get("catalog_hash") == self.run.meta.catalog_hash]
+        if len(existing) == 1 and same_catalog:  # the run folder was renamed or moved
+            return same_catalog[0]
+        return None
 
     def close(self) -> None:
         self._engine.dispose()
@@ -286,6 +336,8 @@ class LabelStore:
                 conn.execute(RUNS.update().where(RUNS.c.run_key == self.run_key).values(writes=RUNS.c.writes + 1))
                 self._load_new(conn)
                 fields = build(self._state())
+                if fields["action"] in sem.CLUSTER_ACTIONS:
+                    fields["target"] = {**fields["target"], "assignment": self._bound_for_edit(self._state())}
                 if fields["action"] in sem.EDIT_ACTIONS:
                     # the version the edit was based on: the log can prove no update was lost
                     fields["target"] = {**fields["target"], "based_on": expected_version}
@@ -354,6 +406,129 @@ class LabelStore:
     def _name_now(state: LabelState, head: int, node: str) -> str | None:
         return views.name_now(state, head, node)
 
+    # the assignment names are bound to --------------------------------------------------------
+    @property
+    def assignment_id(self) -> str | None:
+        """The run's current assignment (``Run.assignment_id``); None without the run folder."""
+        return None if self.run is None else self.run.assignment_id
+
+    def _bound(self, state: LabelState) -> LabelState:
+        """``state`` as it applies to the run's current assignment (``semantics.for_assignment``)."""
+        return sem.for_assignment(state, self.assignment_id)
+
+    def _bound_for_edit(self, state: LabelState) -> str | None:
+        """The assignment a cluster edit is made on; refused while the names are bound to another one."""
+        current = self.assignment_id
+        if current is None:
+            return state.bound
+        if state.bound is not None and state.bound != current:
+            raise LabelError(
+                f"the cluster names of this run were given on assignment {state.bound}, and the run now holds "
+                f"assignment {current} (retrained or re-assigned): carry them over first "
+                "(`selavi labels RUN_DIR carry --apply --as WHO`, or the Studio's banner), then edit"
+            )
+        return current
+
+    def _bind_legacy_names(self) -> None:
+        """A log written before cluster edits recorded their assignment: bind its names, once, to the
+        assignment the run holds now (the only one the log can know of), with a ``bind`` event."""
+        if self.run is None:
+            return
+        self._sync()
+        with self._lock:
+            state = self._state()
+            if state.bound is not None or not any(e.action in sem.CLUSTER_ACTIONS for e in self._events):
+                return
+        current = self.run.assignment_id
+        meta = self.run.meta
+
+        def build(state: LabelState) -> dict[str, Any]:
+            if state.bound is not None:
+                raise _AlreadyBound
+            return {
+                "annotator": "selavi", "action": "bind", "target": {},
+                "new_value": {"assignment": current, "checkpoint_hash": meta.checkpoint_hash,
+                              "catalog_hash": meta.catalog_hash},
+                "source": "upgrade",
+            }  # fmt: skip
+
+        with suppress(_AlreadyBound):
+            self._append(build)
+
+    def needs_carry(self) -> bool:
+        """Whether the names were given on another assignment than the run's current one (``carry_over``)."""
+        if self.run is None:
+            return False
+        self._sync()
+        with self._lock:
+            bound = self._state().bound
+        return bound is not None and bound != self.assignment_id
+
+    def last_carry(self) -> CarryReport | None:
+        """The report of the latest carry-over the log holds (undone ones are skipped), or None."""
+        self._sync()
+        with self._lock:
+            state = self._state()
+            ev = next((e for e in reversed(self._events) if e.action == "carry_names" and state.is_active(e.id)), None)
+        return None if ev is None else carry.from_event(ev)
+
+    def carry_over(
+        self, *, apply: bool = False, annotator: str | None = None, min_overlap: float | None = None,
+        min_share: float | None = None, source: str = "api",
+    ) -> CarryReport:  # fmt: skip
+        """Carry the cluster names over from the assignment they were given on to the run's current one.
+
+        Each named cluster of the old assignment goes to the new cluster holding most of its clips when
+        ``overlap`` and ``share`` reach the thresholds (``LABELS.carry_min_overlap`` / ``carry_min_share``)
+        and no other name claims it (``labels.carry``); the rest are listed as needing a look. Without
+        ``apply`` nothing is written (the plan); with it, one ``carry_names`` event (``annotator=``; one undo
+        reverts it) records every carried name with its overlap and the ones left for a look, and binds the
+        names to the current assignment. Status ``current`` means there is nothing to carry.
+        """
+        run = self._need_run("carrying cluster names over")
+        lo = LABELS.carry_min_overlap if min_overlap is None else float(min_overlap)
+        ls = LABELS.carry_min_share if min_share is None else float(min_share)
+        current = run.assignment_id
+        who = _annotator(annotator) if apply else None
+
+        def planned(state: LabelState) -> CarryReport:
+            old = state.bound
+            if old is None or old == current:
+                return CarryReport(carry.CURRENT, old, current)
+            past = run.past_assignment(old)
+            if past is None:
+                names = carry.unplanned(
+                    state, f"the assignment the names were given on ({old}) is not kept in the run folder "
+                    "(assignment_history/): see which new cluster is which on the Clusters page and name it again"
+                )  # fmt: skip
+            else:
+                names = carry.plan(state, past[0], past[1], run.clip_ids, run.assignments("joint"),
+                                   min_overlap=lo, min_share=ls)  # fmt: skip
+            return CarryReport(carry.PLANNED, old, current, names)
+
+        if not apply:
+            self._sync()
+            with self._lock:
+                return planned(self._state())
+
+        def build(state: LabelState) -> dict[str, Any]:
+            report = planned(state)
+            if report.status == carry.CURRENT:
+                raise _AlreadyBound
+            return {
+                "annotator": who, "action": "carry_names", "target": {"from": report.old_assignment},
+                "old_value": {"assignment": report.old_assignment},
+                "new_value": {"from": report.old_assignment, "assignment": current, "min_overlap": lo,
+                              "min_share": ls, **carry.event_values(report.names)},
+                "source": source,
+            }  # fmt: skip
+
+        try:
+            ev = self._append(build)
+        except _AlreadyBound:
+            return self.last_carry() or CarryReport(carry.CURRENT, current, current)
+        return carry.from_event(ev)
+
     # edits ------------------------------------------------------------------------------------
     def rename_cluster(
         self, head: int, cluster: Any, name: str | None, *, annotator: str, expected_version: int | None,
@@ -419,6 +594,7 @@ class LabelStore:
 
     def _members(self, state: LabelState, head: int, node: str, *, group: bool = True) -> list[str]:
         run = self._need_run("cluster members")
+        state = self._bound(state)
         return views.members(state, head, node, run.clip_ids, run.assignments("joint")[:, head], self._rows(),
                              group=group)  # fmt: skip
 
@@ -704,7 +880,7 @@ class LabelStore:
             key = (h, upto, last, stamp)
             df = self._label_cache.get(key)
             if df is None:
-                state = self._state(upto)
+                state = self._bound(self._state(upto))
                 df = sem.effective_labels(
                     state, h, run.clip_ids, run.assignments("joint")[:, h], run.scores("confidence")[:, h], self._rows()
                 )
@@ -723,7 +899,8 @@ class LabelStore:
         upto = self.resolve_snapshot(snapshot)
         labels = self.effective_labels(h, snapshot)
         with self._lock:
-            return sem.cluster_table(self._state(upto), h, labels["cluster"].to_numpy(dtype=object), run.clusters)
+            state = self._bound(self._state(upto))
+            return sem.cluster_table(state, h, labels["cluster"].to_numpy(dtype=object), run.clusters)
 
     def cluster_names(self, head: int = 0, snapshot: str | int | None = None) -> dict[str, str]:
         """Named nodes of ``head`` -> their (own, merged or inherited) name."""
@@ -731,7 +908,8 @@ class LabelStore:
         h = self._check_head(head)
         self._sync()
         with self._lock:
-            return views.cluster_names(self._state(upto), h, None if self.run is None else self.run.clusters)
+            state = self._bound(self._state(upto))
+            return views.cluster_names(state, h, None if self.run is None else self.run.clusters)
 
     def members(self, head: int, cluster: Any, *, group: bool = False, snapshot: str | int | None = None) -> list[str]:
         """Clip ids now in a cluster node (``group=True``: in its whole merge group)."""

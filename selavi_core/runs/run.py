@@ -15,6 +15,13 @@ Studio and the label store. Layout (all arrays row-aligned with ``clips.parquet`
     RUN_DIR/features/raw_video.npy        float32 (N, 1024) raw-input features for the no-learning baselines
     RUN_DIR/features/raw_audio.npy        float32 (N, 2 n_mels)  (selavi_core/runs/raw_features.py; written by assignment)
     RUN_DIR/priors.npy                    float64 (H, K) target cluster marginal each head was trained with
+    RUN_DIR/assignment_history/ID/        joint.npy + clips.parquet of every assignment this folder held before
+                                          (kept by ``write_run`` when it replaces them: the label store carries
+                                          cluster names from the assignment they were given on, by the clips)
+
+An assignment is identified by ``assignment_id``: a hash of the checkpoint hash, the catalog hash, the clip
+ids and the joint assignments (``RunMeta.assignment_id``; computed from the files for folders written
+before it was recorded). Re-assigning the same checkpoint over the same catalog gives the same id.
 
 Arrays are plain ``.npy`` so readers memory-map them: opening a 200,000-clip run costs milliseconds
 and one copy of the data is shared by every reader in a process.
@@ -22,6 +29,7 @@ and one copy of the data is shared by every reader in a process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +48,7 @@ from selavi_core.io import replace_tree
 
 META_FILE = "run.json"
 CLIPS_FILE = "clips.parquet"
+HISTORY_DIR = "assignment_history"
 ASSIGNMENT_KINDS = ("joint", "video", "audio")
 SCORE_KINDS = ("confidence", "margin")
 MODALITIES = ("video", "audio")
@@ -60,6 +69,43 @@ class RunMeta:
     created: float = field(default_factory=time.time)
     n_clips: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    assignment_id: str | None = None  # assignment_hash of this folder's assignment (None: written before it was kept)
+
+
+def assignment_hash(
+    checkpoint_hash: str | None, catalog_hash: str, clip_ids: np.ndarray | list[str], joint: np.ndarray
+) -> str:
+    """The id of one assignment: a hash of the checkpoint and catalog hashes, the clip ids and the joint clusters."""
+    h = hashlib.sha256(json.dumps([checkpoint_hash, catalog_hash]).encode())
+    h.update(hashlib.sha256("\n".join(str(c) for c in clip_ids).encode()).digest())
+    arr = np.ascontiguousarray(joint, dtype=np.int32)
+    h.update(repr(arr.shape).encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _archive_outgoing(run_dir: Path, new_id: str, tmp: Path) -> None:
+    """Keep the joint assignments and clip ids that ``run_dir`` holds now under ``assignment_history/ID``.
+
+    Called by ``write_run`` before it replaces them (the label store reads them back to carry cluster names
+    over to the new assignment by their clips). An unreadable or missing old assignment is not kept.
+    """
+    try:
+        old = Run(run_dir)
+        old_id = old.assignment_id
+        joint = np.asarray(old.assignments("joint"), dtype=np.int32)
+        ids = old.clip_ids
+    except (RunError, OSError, ValueError):
+        return
+    final = run_dir / HISTORY_DIR / old_id
+    if old_id == new_id or final.exists():
+        return
+    staged = tmp / "history"
+    staged.mkdir()
+    np.save(staged / "joint.npy", joint)
+    pd.DataFrame({"clip_id": np.asarray(ids).astype(str)}).to_parquet(staged / CLIPS_FILE, index=False)
+    final.parent.mkdir(exist_ok=True)
+    os.replace(staged, final)
 
 
 def write_run(
@@ -102,8 +148,10 @@ def write_run(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     meta.n_clips = n
+    meta.assignment_id = assignment_hash(meta.checkpoint_hash, meta.catalog_hash, clip_ids, joint)
     tmp = Path(tempfile.mkdtemp(prefix=".run-", dir=run_dir))
     try:
+        _archive_outgoing(run_dir, meta.assignment_id, tmp)
         (tmp / "assignments").mkdir()
         (tmp / "features").mkdir()
         for name in ASSIGNMENT_KINDS:
@@ -182,6 +230,28 @@ class Run:
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES + ('concat',)}, not {modality!r}")
         return self._load("features", f"{modality}.npy")
+
+    @cached_property
+    def assignment_id(self) -> str:
+        """This folder's assignment (``assignment_hash``): from ``run.json``, else computed from the files."""
+        if self.meta.assignment_id:
+            return self.meta.assignment_id
+        return assignment_hash(self.meta.checkpoint_hash, self.meta.catalog_hash, self.clip_ids, self.assignments())
+
+    def past_assignment(self, assignment_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(clip ids, joint (N, H)) of an assignment this folder holds now or held before; None when not kept."""
+        if assignment_id == self.assignment_id:
+            return self.clip_ids, np.asarray(self.assignments("joint"))
+        folder = self.dir / HISTORY_DIR / assignment_id
+        if not (folder / "joint.npy").is_file() or not (folder / CLIPS_FILE).is_file():
+            return None
+        ids = pd.read_parquet(folder / CLIPS_FILE, columns=["clip_id"])["clip_id"].to_numpy(dtype=object)
+        return ids, np.load(folder / "joint.npy")
+
+    def past_assignments(self) -> list[str]:
+        """Ids of the assignments kept in ``assignment_history/``."""
+        folder = self.dir / HISTORY_DIR
+        return sorted(p.name for p in folder.iterdir() if (p / "joint.npy").is_file()) if folder.is_dir() else []
 
     @cached_property
     def priors(self) -> np.ndarray:

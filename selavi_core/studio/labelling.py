@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from selavi_core.labels import LabelStore, StaleEditError
+from selavi_core.labels.carry import CarryReport
 from selavi_core.labels.exports import FORMATS, export_bytes
 from selavi_core.labels.semantics import (
     SOURCE_CLUSTER,
@@ -57,6 +58,68 @@ def open_label_store(sr: StudioRun, store: str | None = None) -> LabelStore:
     """The run's label store: ``store`` (a URL or SQLite path), else ``selavi app --store`` (``runs.STORE_ENV``),
     else ``RUN_DIR/labels.sqlite``."""
     return LabelStore.open(sr.run, store=store or store_from_env())
+
+
+# ------------------------------------------------------------------------------ carry-over
+
+
+@dataclass(frozen=True)
+class CarryNotice:
+    """What the Studio says about cluster names given on another assignment (a retrain or re-assign).
+
+    ``pending``: the names show on no cluster until someone carries them over (``report`` is the plan, the
+    button applies it); ``done``: the latest carry-over the log holds, with what still needs a look.
+    ``carried`` and ``needs_look`` are display frames (``carry_table``).
+    """
+
+    kind: str
+    text: str
+    report: CarryReport
+    carried: pd.DataFrame
+    needs_look: pd.DataFrame
+
+
+def carry_table(names: pd.DataFrame) -> pd.DataFrame:
+    """A carry report's rows for display: head, name, old and new cluster, overlap and share in %, clips, why."""
+    out = pd.DataFrame(
+        {
+            "head": names["head"].astype(int),
+            "name": names["name"].astype(str),
+            "was cluster": names["old_cluster"],
+            "now cluster": names["new_cluster"],
+            "overlap %": (pd.to_numeric(names["overlap"], errors="coerce") * 100).round(0),
+            "share %": (pd.to_numeric(names["share"], errors="coerce") * 100).round(0),
+            "clips": pd.to_numeric(names["size"], errors="coerce"),
+            "why": names["reason"].fillna(""),
+        }
+    )
+    return out.reset_index(drop=True)
+
+
+def carry_notice(store: LabelStore) -> CarryNotice | None:
+    """The notice for a store whose names were given on another assignment (a plan: nothing is written), or
+    for the carry-over that bound them to this one; None when there is nothing to say."""
+    if store.run is None:
+        return None
+    if store.needs_carry():
+        report = store.carry_over()
+        n, looks = len(report.carried), len(report.needs_look)
+        text = (
+            "This run was retrained or re-assigned since its clusters were named: the names show on no cluster "
+            f"until they are carried over by their clips. {n} name{'s' * (n != 1)} would follow "
+            f"{'their' if n != 1 else 'its'} clips to a new cluster"
+            + (
+                f"; {looks} need{'s' * (looks == 1)} a look (scattered, or two names for one cluster)."
+                if looks
+                else "."
+            )
+        )
+        return CarryNotice("pending", text, report, carry_table(report.carried), carry_table(report.needs_look))
+    last = store.last_carry()
+    if last is None or last.new_assignment != store.assignment_id:
+        return None
+    text = f"Cluster names were carried over to this assignment: {last.summary()}."
+    return CarryNotice("done", text, last, carry_table(last.carried), carry_table(last.needs_look))
 
 
 # ------------------------------------------------------------------------------ annotator
