@@ -1,7 +1,8 @@
 """SeLaVi Studio: the Streamlit entry point (``selavi app RUN_DIR ...`` runs this file, ``selavi_app.HOME``).
 
 It only declares the pages and draws the shared sidebar (run and head pickers); each page under
-``views/`` is a thin script over ``selavi_core.studio``. Deep links: ``/clusters?run=NAME&head=3&cluster=12&annotator=ana``.
+``views/`` is a thin script over ``selavi_core.studio``. Deep links: ``/clusters?run=NAME&head=3&cluster=12`` (never
+who edits: that is the signed-in user, ``studio_ui.require_user``, or in single-user mode the sidebar's name).
 (The folder is not called ``pages/``: Streamlit treats a ``pages/`` folder next to the entry script as
 a legacy multipage app, and a deep link to ``/clusters`` would then run that page without this script.)
 """
@@ -32,6 +33,7 @@ PAGES = [
     st.Page(APP_DIR / "views" / "labels.py", title="Labels", icon=":material/label:", url_path="labels"),
 ]
 
+ui.require_user()  # with --auth / --auth-header: the sign-in form (or the refusal) instead of any page
 page = st.navigation(PAGES)
 st.session_state["_studio"] = ui.sidebar()
 page.run()
