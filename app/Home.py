@@ -33,7 +33,9 @@ PAGES = [
     st.Page(APP_DIR / "views" / "labels.py", title="Labels", icon=":material/label:", url_path="labels"),
 ]
 
-ui.require_user()  # with --auth / --auth-header: the sign-in form (or the refusal) instead of any page
-page = st.navigation(PAGES)
+# The page is resolved from the URL first (so a deep link opened before signing in leads to its page after),
+# but with --auth / --auth-header nothing is listed or run before the sign-in form (or the refusal) is passed.
+page = st.navigation(PAGES, position="sidebar" if ui.signed_in() else "hidden")
+ui.require_user()
 st.session_state["_studio"] = ui.sidebar()
 page.run()

@@ -165,6 +165,17 @@ def studio_auth() -> StudioAuth:
     return auth_from_env()
 
 
+def signed_in() -> bool:
+    """Whether the pages may be shown now (single-user mode, or a signed-in user); draws nothing."""
+    auth = studio_auth()
+    if auth.mode == SINGLE_USER:
+        return True
+    if auth.mode == HEADER:
+        return auth.header_user(st.context.headers) is not None
+    user = st.session_state.get(USER)
+    return user is not None and auth.still_valid(user)
+
+
 def require_user() -> str | None:
     """Before any page: the signed-in user, or (in single-user mode) None; else draw the sign-in form (or
     the refusal) and stop the script, so no page and no sidebar is drawn."""
