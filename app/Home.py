@@ -1,7 +1,8 @@
 """SeLaVi Studio: the Streamlit entry point (``selavi app RUN_DIR ...`` runs this file, ``selavi_app.HOME``).
 
 It only declares the pages and draws the shared sidebar (run and head pickers); each page under
-``views/`` is a thin script over ``selavi_core.studio``. Deep links: ``/clusters?run=NAME&head=3&cluster=12&annotator=ana``.
+``views/`` is a thin script over ``selavi_core.studio``. Deep links: ``/clusters?run=NAME&head=3&cluster=12`` (never
+who edits: that is the signed-in user, ``studio_ui.require_user``, or in single-user mode the sidebar's name).
 (The folder is not called ``pages/``: Streamlit treats a ``pages/`` folder next to the entry script as
 a legacy multipage app, and a deep link to ``/clusters`` would then run that page without this script.)
 """
@@ -32,6 +33,9 @@ PAGES = [
     st.Page(APP_DIR / "views" / "labels.py", title="Labels", icon=":material/label:", url_path="labels"),
 ]
 
-page = st.navigation(PAGES)
+# The page is resolved from the URL first (so a deep link opened before signing in leads to its page after),
+# but with --auth / --auth-header nothing is listed or run before the sign-in form (or the refusal) is passed.
+page = st.navigation(PAGES, position="sidebar" if ui.signed_in() else "hidden")
+ui.require_user()
 st.session_state["_studio"] = ui.sidebar()
 page.run()

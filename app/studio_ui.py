@@ -8,10 +8,12 @@ whenever the selection is changed from elsewhere (a deep link, a table click, a 
 re-initialise from it. After every run the selection is written into the URL
 (``?run=&head=&cluster=&clip=``), so the address bar is always a deep link to what is on screen.
 
-Labelling: the annotator's name is part of the selection too (``_annotator``, ``?annotator=``), so it
-is asked once per browser session and follows every page. Edits run in button callbacks through
-``run_edit``, which turns the store's refusals (a stale view, a bad name) into a message shown at the
-top of the next render (``show_flash``) instead of an exception.
+Who edits (``selavi_core.studio.auth``): with ``selavi app --auth`` the signed-in user (a sign-in form
+comes before any page, ``require_user``), with ``--auth-header`` the user the reverse proxy names, and
+in single-user mode the name typed in the sidebar, kept for the browser session. Never a URL
+parameter: ``?annotator=`` is ignored, so a shared link carries no identity. Edits run in button
+callbacks through ``run_edit``, which turns the store's refusals (a stale view, a bad name) into a
+message shown at the top of the next render (``show_flash``) instead of an exception.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from selavi_core.config import STUDIO
 from selavi_core.errors import SelaviError
 from selavi_core.labels import LabelError, LabelStore, StaleEditError
 from selavi_core.studio import RunRef, StudioRun, open_run, runs_from_env
+from selavi_core.studio.auth import HEADER, SINGLE_USER, USERS, AuthError, StudioAuth, auth_from_env
 from selavi_core.studio.browse import clip_caption, clip_files
 from selavi_core.studio.labelling import (
     STUDIO_SOURCE,
@@ -42,6 +45,9 @@ from selavi_core.studio.serve import MEDIA, media_fragment
 
 RUN, HEAD, CLUSTER, CLIP, HEAD_B, ANNOTATOR = "run", "head", "cluster", "clip", "head_b", "annotator"
 EDIT_HINT = "Enter your name under **Annotator** in the sidebar to edit labels: every edit records who made it."
+USER = "_user"  # the signed-in user (``--auth`` or ``--auth-header``), in the server-side session only
+SINGLE_USER_NOTE = ("Single-user mode: no sign-in (`selavi app --auth` adds it). Only this machine can connect; "
+                    "every edit records the name below.")  # fmt: skip
 APP_DIR = Path(__file__).resolve().parent
 
 
@@ -89,14 +95,12 @@ def shared_selectbox(where, label: str, options: list, name: str, default, **kw)
 def adopt_query_params() -> None:
     """Copy ``?run=&head=&cluster=&clip=`` into the selection when the URL brings new values."""
     seen = st.session_state.setdefault("_qp_seen", {})
-    for name in (RUN, HEAD, CLUSTER, CLIP, HEAD_B, ANNOTATOR):
+    for name in (RUN, HEAD, CLUSTER, CLIP, HEAD_B):  # never ANNOTATOR: a link must not say who edits
         raw = st.query_params.get(name)
         if raw is None or seen.get(name) == raw:
             continue
         seen[name] = raw
-        if name == ANNOTATOR:
-            set_shared(name, clean_annotator(raw))
-        elif name in (RUN, CLIP):
+        if name in (RUN, CLIP):
             set_shared(name, raw)
         elif (val := _qp_int(name)) is not None:
             set_shared(name, val)
@@ -104,8 +108,7 @@ def adopt_query_params() -> None:
 
 def sync_query_params(**extra: object) -> None:
     """Make the URL exactly this page's state (run, head and the page's own keys), so it can be shared."""
-    want = {RUN: st.session_state.get("_run"), HEAD: st.session_state.get("_head"), **extra,
-            ANNOTATOR: st.session_state.get("_annotator")}  # fmt: skip
+    want = {RUN: st.session_state.get("_run"), HEAD: st.session_state.get("_head"), **extra}
     want = {k: str(v) for k, v in want.items() if v is not None}
     # Always write: after a page change the browser's URL has lost its parameters even when the values are equal
     st.query_params.from_dict(want)
@@ -191,12 +194,88 @@ def carry_banner(store: LabelStore, *, done_too: bool = False) -> None:
         )  # fmt: skip
 
 
+# ---- who edits -------------------------------------------------------------------------------------
+def studio_auth() -> StudioAuth:
+    return auth_from_env()
+
+
+def signed_in() -> bool:
+    """Whether the pages may be shown now (single-user mode, or a signed-in user); draws nothing."""
+    auth = studio_auth()
+    if auth.mode == SINGLE_USER:
+        return True
+    if auth.mode == HEADER:
+        return auth.header_user(st.context.headers) is not None
+    user = st.session_state.get(USER)
+    return user is not None and auth.still_valid(user)
+
+
+def require_user() -> str | None:
+    """Before any page: the signed-in user, or (in single-user mode) None; else draw the sign-in form (or
+    the refusal) and stop the script, so no page and no sidebar is drawn."""
+    auth = studio_auth()
+    if auth.mode == SINGLE_USER:
+        return None
+    if auth.mode == HEADER:
+        user = auth.header_user(st.context.headers)
+        if user is None:
+            st.session_state.pop(USER, None)
+            st.title("SeLaVi Studio")
+            st.error(f"Not signed in: this Studio takes the user from the `{auth.header}` header that its "
+                     "sign-in proxy sets, and this request has none (or not a valid name). Open the Studio "
+                     "through the proxy.")  # fmt: skip
+            st.stop()
+        st.session_state[USER] = user
+        return user
+    user = st.session_state.get(USER)
+    if user is not None and auth.still_valid(user):
+        return user
+    st.session_state.pop(USER, None)
+    _sign_in_form(auth)
+    st.stop()
+    return None  # (st.stop raises)
+
+
+def _sign_in_form(auth: StudioAuth) -> None:
+    st.title("SeLaVi Studio")
+    with st.form("sign_in", width=420):
+        st.subheader("Sign in")
+        name = st.text_input("User name", autocomplete="username")
+        password = st.text_input("Password", type="password", autocomplete="current-password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if not submitted:
+        return
+    try:
+        user = auth.sign_in(name, password)
+    except AuthError as err:
+        st.error(f"Not signed in: {err}.")
+        return
+    st.session_state[USER] = user
+    st.rerun()
+
+
+def _sign_out() -> None:
+    for key in (USER, "_annotator"):
+        st.session_state.pop(key, None)
+
+
 def _annotator_key() -> str:
     return f"w_{ANNOTATOR}_{st.session_state.get(f'_{ANNOTATOR}__v', 0)}"
 
 
 def annotator_input() -> str | None:
-    """The sidebar field for the annotator's name, kept for the browser session and in ``?annotator=``."""
+    """Who edits, in the sidebar: the signed-in user (and a sign-out button), or in single-user mode a
+    field for the annotator's name, kept for the browser session."""
+    auth = studio_auth()
+    if auth.mode != SINGLE_USER:
+        user = st.session_state.get(USER)
+        st.sidebar.markdown(f"Signed in as **{user}**" if user else "Not signed in")
+        if auth.mode == USERS:
+            st.sidebar.button("Sign out", key="_sign_out", on_click=_sign_out)
+        else:
+            st.sidebar.caption(f"(from the `{auth.header}` header of the sign-in proxy)")
+        return user
+    st.sidebar.caption(SINGLE_USER_NOTE)
     name = clean_annotator(
         st.sidebar.text_input(
             "Annotator", value=st.session_state.get("_annotator") or "", key=_annotator_key(),
@@ -210,7 +289,10 @@ def annotator_input() -> str | None:
 
 
 def annotator() -> str | None:
-    """The annotator now: the field's latest value (a callback may run before the script re-reads it)."""
+    """The annotator now: the signed-in user, or in single-user mode the field's latest value (a callback
+    may run before the script re-reads it)."""
+    if studio_auth().mode != SINGLE_USER:
+        return st.session_state.get(USER)
     raw = st.session_state.get(_annotator_key())
     return clean_annotator(raw) if raw is not None else st.session_state.get("_annotator")
 

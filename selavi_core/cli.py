@@ -15,7 +15,7 @@ from selavi_core import __version__
 from selavi_core.errors import SelaviError
 
 #: Pipeline order: media -> catalog -> run -> labels -> exports.
-COMMANDS = ("demo_data", "ingest", "previews", "train", "assign", "evaluate", "app", "labels", "export")
+COMMANDS = ("demo_data", "ingest", "previews", "train", "assign", "evaluate", "app", "users", "labels", "export")
 
 DESCRIPTION = """\
 SeLaVi Studio: turn a folder of unlabelled videos into named, curated labels.
@@ -28,7 +28,7 @@ pipeline:
   selavi assign CAT --checkpoint CKPT --out RUN
                                  assignments from a trained or official checkpoint
   selavi evaluate RUN            the paper's metrics table against ground truth
-  selavi app RUN                 the Studio in a browser
+  selavi app RUN                 the Studio in a browser (--auth USERS_TOML: sign-in, `selavi users add NAME`)
 """
 
 

@@ -669,6 +669,23 @@ LABELS = LabelsSpec()
 
 
 @dataclass(frozen=True)
+class AuthSpec:
+    """Sign-in to the Studio (selavi_core/auth.py): password hashing and failed-attempt throttling."""
+
+    scrypt_n: int = 2**14  # scrypt cost (CPU and memory: 128 * n * r bytes, 16 MiB here), ~50 ms a check
+    scrypt_r: int = 8
+    scrypt_p: int = 1
+    salt_bytes: int = 16  # random salt per password
+    key_bytes: int = 32  # derived key length
+    min_password_length: int = 8
+    max_failures: int = 5  # failed sign-ins for one name within failure_window_s before it is locked
+    failure_window_s: float = 300.0  # and the lock lasts until the oldest of them is this old
+
+
+AUTH = AuthSpec()
+
+
+@dataclass(frozen=True)
 class DiagnosticsSpec:
     """When a training log reads as a failed run (selavi_core/training/diagnostics.py). No rule uses ground truth.
 

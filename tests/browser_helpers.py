@@ -45,14 +45,15 @@ class AppServer:
 
     def __init__(
         self, run_dir: Path, log_path: Path, port: int | None = None, *, selavi: list[str] | None = None,
-        env: dict[str, str] | None = None, cwd: Path | None = None,
+        env: dict[str, str] | None = None, cwd: Path | None = None, args: list[str] | None = None,
     ):  # fmt: skip
         """``selavi``: the command that is `selavi` (default: this interpreter's ``-m selavi_core.cli``);
-        ``env`` and ``cwd``: the server's environment and working folder (default: this process's)."""
+        ``env`` and ``cwd``: the server's environment and working folder (default: this process's);
+        ``args``: more `selavi app` options (``--auth USERS_TOML``...)."""
         self.run_dir = Path(run_dir)
         self.log_path = Path(log_path)
         self.selavi = selavi or [sys.executable, "-m", "selavi_core.cli"]
-        self.env, self.cwd = env, cwd
+        self.env, self.cwd, self.args = env, cwd, list(args or [])
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -60,7 +61,7 @@ class AppServer:
     def start(self) -> str:
         """Start the server and wait for its health check; returns the base URL."""
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps writing to it; closed after start
-        cmd = [*self.selavi, "app", str(self.run_dir), "--port", str(self.port)]
+        cmd = [*self.selavi, "app", str(self.run_dir), "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
                                      cwd=self.cwd)  # fmt: skip
         log.close()

@@ -19,7 +19,9 @@ from pg_server import StoreBackend
 from streamlit.testing.v1 import AppTest
 
 from selavi_app import HOME
+from selavi_core.auth import add_user, remove_user
 from selavi_core.labels import LabelStore
+from selavi_core.studio.auth import AUTH_FILE_ENV, AUTH_HEADER_ENV
 from selavi_core.studio.runs import RUNS_ENV, STORE_ENV
 
 ENTRY = HOME  # the installed package's entry script, as `selavi app` runs it
@@ -49,9 +51,13 @@ def app(run_dir, monkeypatch):
     monkeypatch.setenv(RUNS_ENV, str(run_dir))
     monkeypatch.setenv("SELAVI_NO_PROGRESS", "1")
 
-    def make(page: str | None = None, **params: str) -> AppTest:
+    def make(page: str | None = None, *, annotator: str | None = None, **params: str) -> AppTest:
+        """The Studio on ``page`` with ``params`` in the URL; ``annotator``: the name typed in the sidebar
+        earlier in this browser session (single-user mode; a URL never says who edits)."""
         at = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT)
         at.query_params.update({"run": "run", **params})
+        if annotator is not None:
+            at.session_state["_annotator"] = annotator
         at.run()
         if page:
             at.switch_page(f"views/{page}.py").run()
@@ -143,15 +149,74 @@ def test_annotator_is_required_before_editing(app, run_dir):
     at.sidebar.text_input[0].input("  ana  ").run()
     ok(at)
     assert not button(at, "Rename").disabled and not button(at, "Give them this label").disabled
-    assert at.query_params["annotator"] == "ana"  # remembered in the URL (and the session)
+    assert "annotator" not in at.query_params  # remembered in the session, never in the URL
+    assert any("Single-user mode" in c.value for c in at.sidebar.caption)
     at.switch_page("views/labels.py").run()
     ok(at)
     assert at.sidebar.text_input[0].value.strip() == "ana" and not button(at, "Save snapshot").disabled
-    assert at.query_params["annotator"] == "ana"
-    # a deep link with ?annotator= starts a session with the name set
-    at2 = app("clusters", head="0", cluster="1", annotator="bob")
-    assert at2.sidebar.text_input[0].value == "bob" and not button(at2, "Rename").disabled
+    assert "annotator" not in at.query_params
+    # a deep link with ?annotator= does not say who edits: the field stays empty, editing stays off
+    at2 = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT)
+    at2.query_params.update({"run": "run", "head": "0", "cluster": "1", "annotator": "bob"})
+    at2.run()
+    at2.switch_page("views/clusters.py").run()
+    ok(at2)
+    assert at2.sidebar.text_input[0].value == "" and button(at2, "Rename").disabled
     assert LabelStore.open(run_dir).version() == 0  # nothing was written by looking
+
+
+def test_sign_in_comes_before_any_page_and_the_user_is_who_edits(app, run_dir, tmp_path, monkeypatch):
+    """``selavi app --auth``: the sign-in form and nothing else until a user signs in; then every edit is
+    that user's, whatever the URL says; a removed user is signed out; sign-out shows the form again."""
+    users = tmp_path / "users.toml"
+    add_user(users, "ana", "ana-password")
+    add_user(users, "bob", "bob-password")
+    monkeypatch.setenv(AUTH_FILE_ENV, str(users))
+    at = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT)
+    at.query_params.update({"run": "run", "head": "0", "cluster": "1", "annotator": "mallory"})
+    at.session_state["_annotator"] = "mallory"  # even a name left in the session by single-user mode
+    at.run()
+    ok(at)
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+    assert not at.sidebar.selectbox and not at.title[1:]  # no run picker, no page
+    assert [b.label for b in at.button] == ["Sign in"]
+    at.text_input[0].input("ana")
+    at.text_input[1].input("bob-password")
+    at.button[0].click().run()
+    ok(at)
+    assert [e.value for e in at.error] == ["Not signed in: wrong user name or password."]
+    assert [b.label for b in at.button] == ["Sign in"]
+    at.text_input[1].input("ana-password")
+    at.button[0].click().run()
+    at.switch_page("views/clusters.py").run()
+    ok(at)
+    assert any(m.value == "Signed in as **ana**" for m in at.sidebar.markdown)
+    assert not [t for t in at.sidebar.text_input if t.label == "Annotator"]  # no name to type
+    text_input(at, "Cluster name").input("dog barking").run()
+    click(at, "Rename")
+    assert LabelStore.open(run_dir).events()[-1].annotator == "ana"
+    assert "annotator" not in at.query_params
+    remove_user(users, "ana")  # signed out at the next click
+    at.run()
+    ok(at)
+    assert [b.label for b in at.button] == ["Sign in"]
+    at.text_input[0].input("bob")
+    at.text_input[1].input("bob-password")
+    at.button[0].click().run()
+    ok(at)
+    click(at, "Sign out")
+    assert [b.label for b in at.button] == ["Sign in"] and not at.sidebar.selectbox
+
+
+def test_header_mode_without_the_header_shows_nothing(app, run_dir, monkeypatch):
+    monkeypatch.setenv(AUTH_HEADER_ENV, "X-Forwarded-User")
+    at = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT)
+    at.query_params.update({"run": "run", "annotator": "mallory"})
+    at.run()
+    ok(at)
+    [err] = [e.value for e in at.error]
+    assert err.startswith("Not signed in") and "`X-Forwarded-User`" in err
+    assert not at.sidebar.selectbox and not at.button and not at.text_input
 
 
 def test_rename_shows_the_name_and_stores_it(app, run_dir, joint):

@@ -69,9 +69,12 @@ def open_page(browser, url: str):
 
 
 def open_cluster(browser, base: str, cluster: int, annotator: str):
-    page = open_page(browser, f"{base}/clusters?run=run&head=0&cluster={cluster}&annotator={annotator}")
+    """A new browser session on the cluster's page, the annotator's name typed in the sidebar (single-user
+    mode: a URL never says who edits)."""
+    page = open_page(browser, f"{base}/clusters?run=run&head=0&cluster={cluster}")
     page.get_by_role("heading", name=f"Cluster {cluster}", exact=True).wait_for()
     settle(page)
+    type_into(page, "Annotator", annotator)
     return page
 
 
@@ -93,6 +96,7 @@ def test_rename_override_export_and_survive_sigkill(app, browser, tmp_path):
     type_into(page, "Cluster name", "dog barking")
     page.get_by_role("button", name="Rename").click()
     page.get_by_text("Named dog barking by ana").wait_for()
+    settle(page)  # the rest of the page is still being drawn: the grid and its clip picker
 
     # one clip of the grid gets its own label
     clips = page.get_by_test_id("stMultiSelect").filter(has=page.get_by_text("Clips", exact=True))
@@ -148,7 +152,7 @@ def test_rename_override_export_and_survive_sigkill(app, browser, tmp_path):
     page = open_cluster(browser, app.base, 1, "ana")
     page.get_by_text("Named dog barking by ana").wait_for()
     page.get_by_text("✎ cat", exact=True).wait_for()
-    page.goto(f"{app.base}/labels?run=run&head=0&annotator=ana")
+    page.goto(f"{app.base}/labels?run=run&head=0")
     page.get_by_role("heading", name="Vocabulary of head 0").wait_for()
     settle(page)
     metrics = page.get_by_test_id("stMetric")
@@ -189,8 +193,10 @@ SELECTED_IDS = """() => { const t = document.querySelector('.js-plotly-plot')._f
 
 
 def test_label_a_lasso_selection_on_the_map(app, browser):
-    page = open_page(browser, f"{app.base}/map?run=run&head=0&annotator=dan")
+    page = open_page(browser, f"{app.base}/map?run=run&head=0")
     page.get_by_role("heading", name="Map").wait_for()
+    settle(page)
+    type_into(page, "Annotator", "dan")
     page.wait_for_function("() => document.querySelector('.js-plotly-plot canvas') !== null")
     settle(page)
     box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()  # Plotly's drag layer = the plot area

@@ -88,6 +88,7 @@ def test_register_gives_urls_only_inside_the_roots_and_rechecks_on_every_request
     assert server.url(root / "escape.mp4", [root]) is None
     assert server.url("/etc/hostname", [root, "/etc"]) is None  # not a media type, even inside a root
     assert server.resolve("0" * 32) is None
+    assert MediaServer().register(clip, [root]) != token  # keyed per process: not computable from the path
     # swapped for a symlink out of the root after the URL was given: refused now
     clip.unlink()
     clip.symlink_to(tree["secret"])

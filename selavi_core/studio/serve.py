@@ -4,7 +4,9 @@ Long source files are not read into memory (what ``st.video(path)`` does, per se
 mounts ``media_app``, a plain ASGI app, next to Streamlit (``app/serve.py``: ``st.App(routes=...)``,
 same host and port), and its pages ask ``MediaServer.url(path, roots)`` for a URL.
 
-Security: only files *registered* by the Studio are served, under an opaque token; a file is
+Security: only files *registered* by the Studio are served, under an opaque token (an HMAC of the
+path under a random per-process key, so knowing a path does not give its URL: with sign-in, only a
+signed-in page hands URLs out); a file is
 registered only if its real path (symlinks resolved) lies inside one of the allowed roots, i.e.
 the catalog's media roots (``catalog.schema.media_roots``, recorded at ingest) and its previews
 folder. A catalog or previews-index row pointing anywhere else (``../../etc/passwd``,
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import os
+import secrets
 import threading
 import urllib.parse
 from collections import OrderedDict
@@ -137,6 +141,7 @@ class MediaServer:
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._key = secrets.token_bytes(32)
         self.mounted = False  # set by the app when ``media_app`` is really routed (else pages fall back)
 
     def register(self, path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> str | None:
@@ -146,7 +151,8 @@ class MediaServer:
         ctype = content_type(real) if real is not None else None
         if real is None or ctype is None:
             return None
-        token = hashlib.sha256(f"{real}\x00{'|'.join(allowed)}".encode()).hexdigest()[:32]
+        # keyed with this process's secret: a token cannot be computed from a path, only handed out by a page
+        token = hmac.new(self._key, f"{real}\x00{'|'.join(allowed)}".encode(), hashlib.sha256).hexdigest()[:32]
         with self._lock:
             self._entries[token] = _Entry(real, allowed, ctype)
             self._entries.move_to_end(token)
