@@ -34,4 +34,4 @@ PAGES = [
 
 page = st.navigation(PAGES)
 st.session_state["_studio"] = ui.sidebar()
-page.run()
+ui.run_page(page)

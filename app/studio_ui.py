@@ -11,7 +11,10 @@ re-initialise from it. After every run the selection is written into the URL
 Labelling: the annotator's name is part of the selection too (``_annotator``, ``?annotator=``), so it
 is asked once per browser session and follows every page. Edits run in button callbacks through
 ``run_edit``, which turns the store's refusals (a stale view, a bad name) into a message shown at the
-top of the next render (``show_flash``) instead of an exception.
+top of the next render (``show_flash``) instead of an exception. A store failing under a page (its file
+deleted, damaged, unwritable: a ``LabelError`` from a read) stops that page with the store's one message
+(``run_page``); Streamlit shows no exception details in the browser (``selavi app`` passes
+``--client.showErrorDetails none``).
 """
 
 from __future__ import annotations
@@ -249,6 +252,15 @@ def run_edit(edit: Callable[[str], object], done: str | Callable[[object], str],
 def field(key: str) -> str:
     """A text widget's current value (stripped) from a callback."""
     return str(st.session_state.get(key) or "").strip()
+
+
+def run_page(page) -> None:
+    """Run the chosen page; a label store failing under it (file deleted or replaced, damaged, unwritable, busy)
+    ends the page with the store's message instead of an exception."""
+    try:
+        page.run()
+    except LabelError as err:
+        st.error(f"Labels are unavailable: {err}")
 
 
 def current_clip(sr: StudioRun) -> int | None:

@@ -63,7 +63,7 @@ class StoreGoneError(LabelError):
     def __init__(self, path: str, what: str = "deleted or replaced"):
         super().__init__(
             f"the label store file {path} was {what} while the Studio was running; nothing was saved: "
-            "restore the file (or keep the new one) and restart the Studio (`selavi app`)"
+            "restore the file if it was lost, then restart the Studio (`selavi app`), which opens what is there now"
         )
         self.path = path
 
