@@ -202,13 +202,16 @@ def create_tables(engine: Engine, write: Any) -> None:
         Base.metadata.create_all(engine)
 
 
-def store_failure(err: BaseException, where: str, lock_wait_s: float | None = None) -> LabelError:
+def store_failure(
+    err: BaseException, where: str, lock_wait_s: float | None = None, *, opening: bool = False
+) -> LabelError:
     """The ``LabelError`` for a driver's error (a ``DBAPIError``, or the driver's own from a connection hook).
 
     Busy (SQLite's "database is locked", PostgreSQL's lock_timeout) is ``StoreBusyError``; a damaged file
     ("database disk image is malformed", "file is not a database") ``StoreDamagedError``; a store that cannot be
     written (read-only file or folder, full disk, read-only server) ``StoreReadOnlyError``; anything else a
-    ``LabelError`` naming the store and the driver's one-line reason. Never a traceback for the user.
+    ``LabelError`` naming the store and the driver's one-line reason (``opening``: that it cannot be opened, and to
+    give another ``--store``). Never a traceback for the user.
     """
     orig = getattr(err, "orig", None) or err
     lines = str(orig).strip().splitlines()
@@ -224,6 +227,10 @@ def store_failure(err: BaseException, where: str, lock_wait_s: float | None = No
     if name.startswith(("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly" in low \
             or state in ("25006", "42501", "53100"):  # fmt: skip
         return StoreReadOnlyError(where, text)
+    if opening:
+        return LabelError(
+            f"cannot open the label store {where}: {text}; give a writable path or database URL with --store"
+        )
     return LabelError(f"the label store {where} failed: {text}")
 
 

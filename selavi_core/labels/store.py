@@ -216,7 +216,7 @@ class LabelStore:
 
     def _create_schema(self) -> None:
         """Create the tables that are missing; a store that has them is opened without taking the write lock."""
-        with self._db():
+        with self._db(opening=True):
             with self._engine.connect() as conn, conn.begin():
                 have = set(sa.inspect(conn).get_table_names())
             if not {t.name for t in Base.metadata.sorted_tables} <= have:
@@ -251,14 +251,12 @@ class LabelStore:
             raise StoreGoneError(str(self._file), "replaced by another file")
 
     @contextmanager
-    def _db(self) -> Iterator[None]:
+    def _db(self, *, opening: bool = False) -> Iterator[None]:
         """Database work: a driver's error becomes the ``LabelError`` that says what to do (``store_failure``)."""
         try:
             yield
-        except sa.exc.DBAPIError as err:
-            raise store_failure(err, redact(self.url), self.lock_wait_s) from err
-        except sqlite3.Error as err:  # raised by a connection hook (make_engine) before SQLAlchemy wraps it
-            raise store_failure(err, redact(self.url), self.lock_wait_s) from err
+        except (sa.exc.DBAPIError, sqlite3.Error) as err:  # sqlite3's own: from a connection hook (make_engine)
+            raise store_failure(err, redact(self.url), self.lock_wait_s, opening=opening) from err
 
     def _resolve_run_key(self, run_key: str | None, create: bool = False) -> str:
         with self._db():
