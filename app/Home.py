@@ -38,4 +38,4 @@ PAGES = [
 page = st.navigation(PAGES, position="sidebar" if ui.signed_in() else "hidden")
 ui.require_user()
 st.session_state["_studio"] = ui.sidebar()
-page.run()
+ui.run_page(page)

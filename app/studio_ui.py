@@ -14,6 +14,9 @@ in single-user mode the name typed in the sidebar, kept for the browser session.
 parameter: ``?annotator=`` is ignored, so a shared link carries no identity. Edits run in button
 callbacks through ``run_edit``, which turns the store's refusals (a stale view, a bad name) into a
 message shown at the top of the next render (``show_flash``) instead of an exception.
+A store failing under a page (its file deleted, damaged, unwritable: a ``LabelError`` from a read) stops
+that page with the store's one message (``run_page``); Streamlit shows no exception details in the
+browser (``selavi app`` passes ``--client.showErrorDetails none``).
 """
 
 from __future__ import annotations
@@ -331,6 +334,15 @@ def run_edit(edit: Callable[[str], object], done: str | Callable[[object], str],
 def field(key: str) -> str:
     """A text widget's current value (stripped) from a callback."""
     return str(st.session_state.get(key) or "").strip()
+
+
+def run_page(page) -> None:
+    """Run the chosen page; a label store failing under it (file deleted or replaced, damaged, unwritable, busy)
+    ends the page with the store's message instead of an exception."""
+    try:
+        page.run()
+    except LabelError as err:
+        st.error(f"Labels are unavailable: {err}")
 
 
 def current_clip(sr: StudioRun) -> int | None:

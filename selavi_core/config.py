@@ -651,8 +651,10 @@ class LabelsSpec:
     """The label store and exports (selavi_core/labels)."""
 
     store_file: str = "labels.sqlite"  # default SQLite file inside the run folder
-    sqlite_busy_timeout_s: float = 60.0  # a writer waits this long for another writer's lock
-    server_lock_timeout_s: float = 60.0  # the same on PostgreSQL (lock_timeout of the writers' advisory lock)
+    # A writer waits this long for another writer's lock (SQLite's busy timeout, PostgreSQL's lock_timeout on the
+    # writers' advisory lock), then gives up with StoreBusyError ("another annotator is saving, try again").
+    # Readers never wait for a writer.
+    write_lock_wait_s: float = 5.0
     sqlite_synchronous: str = "FULL"  # fsync the WAL on every commit: an acknowledged edit survives power loss
     max_name_length: int = 200  # cluster names, labels, annotator and snapshot names
     split_k: int = 2  # default number of sub-clusters a k-means split proposes

@@ -127,6 +127,8 @@ def streamlit_command(entry: Path, host: str, port: int) -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(entry),
         "--server.headless", "true", "--server.address", host, "--server.port", str(port),
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        # an uncaught error shows a generic message in the browser, never a traceback (the console has it)
+        "--client.showErrorDetails", "none",
     ]  # fmt: skip
 
 

@@ -38,3 +38,55 @@ class StaleEditError(LabelError):
 
 class NothingToUndo(LabelError):
     """``undo``/``redo`` was asked of an annotator with an empty stack."""
+
+
+# ------------------------------------------------------------------ the store's file or server failing under it
+
+#: What ``StoreBusyError`` says first (the Studio shows it as it is).
+BUSY_MESSAGE = "another annotator is saving, try again"
+
+
+class StoreBusyError(LabelError):
+    """Another writer held the store's write lock longer than ``LABELS.write_lock_wait_s``: nothing was saved."""
+
+    def __init__(self, where: str, waited_s: float):
+        super().__init__(
+            f"{BUSY_MESSAGE} (the label store {where} stayed locked by another writer for {waited_s:g} s; "
+            "nothing was saved)"
+        )
+        self.where = where
+
+
+class StoreGoneError(LabelError):
+    """The SQLite file was deleted or replaced by another file while the store was open: nothing was saved."""
+
+    def __init__(self, path: str, what: str = "deleted or replaced"):
+        super().__init__(
+            f"the label store file {path} was {what} while the Studio was running; nothing was saved: "
+            "restore the file if it was lost, then restart the Studio (`selavi app`), which opens what is there now"
+        )
+        self.path = path
+
+
+class StoreDamagedError(LabelError):
+    """The store's file is not a readable database (a damaged page, or not a database at all)."""
+
+    def __init__(self, where: str, detail: str):
+        super().__init__(
+            f"the label store {where} is damaged ({detail}), so its labels cannot be read or saved: stop the Studio, "
+            "restore the file from a backup (or recover it: `sqlite3 labels.sqlite .recover | sqlite3 fixed.sqlite`), "
+            "then start it again"
+        )
+        self.where = where
+
+
+class StoreReadOnlyError(LabelError):
+    """The store cannot be written: a read-only file or folder, a full disk, or a read-only database."""
+
+    def __init__(self, where: str, detail: str):
+        super().__init__(
+            f"the label store {where} cannot be written ({detail}): give the Studio write access to the file and "
+            "its folder (SQLite writes its -wal and -shm files next to it) or free disk space, or use --store "
+            "for another store"
+        )
+        self.where = where

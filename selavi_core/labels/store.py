@@ -15,6 +15,13 @@ succeed, in some order. The SQL is portable (no backend-only statements outside 
 hooks), so a team can point ``--store postgresql+psycopg://...`` at a shared server (the tests run
 against one); one database holds the labels of many runs, keyed by ``run_key``.
 
+Faults (``errors``): a writer waits at most ``LABELS.write_lock_wait_s`` for another writer's lock, then
+raises ``StoreBusyError`` ("another annotator is saving, try again"); reads never wait for a writer, not
+even one of this store's own threads. A SQLite file deleted or replaced under the open store is noticed
+before an edit commits (``StoreGoneError``: nothing saved, never a success that went nowhere); a damaged
+or unwritable store raises ``StoreDamagedError`` / ``StoreReadOnlyError`` naming the file and what to do.
+Every driver error leaves the store as a ``LabelError`` (``schema.store_failure``).
+
 Stale edits: every edit passes ``expected_version``, the version the user's screen was drawn from
 (``store.version()`` when the page rendered, or ``version_of(...)`` of the thing edited). If an
 event touching the same cluster (its merge group or the cluster it was split from) or the same clips
@@ -67,6 +74,7 @@ thread-safe, keeps the log in memory, reads only new rows on each call and cache
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -83,16 +91,18 @@ from selavi_core.config import LABELS
 from selavi_core.labels import carry, splits, views
 from selavi_core.labels import semantics as sem
 from selavi_core.labels.carry import CarryReport
-from selavi_core.labels.errors import LabelError, NothingToUndo, StaleEditError
+from selavi_core.labels.errors import LabelError, NothingToUndo, StaleEditError, StoreGoneError
 from selavi_core.labels.schema import (
     EVENTS,
     RUNS,
     SCHEMA_VERSION,
+    Base,
     create_tables,
     inserted_event,
     make_engine,
     redact,
     row_event,
+    store_failure,
     store_url,
 )
 from selavi_core.labels.semantics import Event, LabelState
@@ -146,11 +156,15 @@ class _AlreadyBound(Exception):
 class LabelStore:
     """Human labels of one run: append edits, fold them into labels. Thread-safe; one per process is enough."""
 
-    def __init__(self, url: str, *, run: Run | None = None, run_key: str | None = None, create_run_key: bool = False):
+    def __init__(
+        self, url: str, *, run: Run | None = None, run_key: str | None = None, create_run_key: bool = False,
+        lock_wait_s: float | None = None,
+    ):  # fmt: skip
         self.url = url
         self.run = run
+        self.lock_wait_s = LABELS.write_lock_wait_s if lock_wait_s is None else float(lock_wait_s)
         try:
-            self._engine = make_engine(url)
+            self._engine = make_engine(url, lock_wait_s=self.lock_wait_s)
         except (OSError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ModuleNotFoundError) as err:
             # a folder that cannot be made, a URL that is none, a database without its driver (the project pins
             # psycopg for PostgreSQL; others need theirs installed)
@@ -160,7 +174,10 @@ class LabelStore:
         self._state_cache: dict[int | None, tuple[int, LabelState]] = {}
         self._label_cache: dict[tuple, pd.DataFrame] = {}
         self._row_of: dict[str, int] | None = None
+        self._file = self._sqlite_file()
+        self._file_id: tuple[int, int] | None = None
         self._create_schema()
+        self._file_id = self._identity()
         self.run_key = self._resolve_run_key(run_key, create_run_key)
         self._bind_legacy_names()
 
@@ -173,6 +190,7 @@ class LabelStore:
         store: str | os.PathLike | None = None,
         run_key: str | None = None,
         create_run_key: bool = False,
+        lock_wait_s: float | None = None,
     ) -> LabelStore:
         """Open (creating if needed) the label store of a run.
 
@@ -181,6 +199,7 @@ class LabelStore:
         overrides where the database is: a SQLAlchemy URL or a file path; default
         ``RUN_DIR/labels.sqlite``. ``run_key`` names the run's labels in a store shared by several runs; a key
         the store does not hold is refused (naming the keys it holds) unless ``create_run_key`` starts one.
+        ``lock_wait_s``: how long an edit waits for another writer (default ``LABELS.write_lock_wait_s``).
         """
         run: Run | None
         if isinstance(target, Run):
@@ -193,18 +212,57 @@ class LabelStore:
             if run is None:
                 raise LabelError("give a run folder or a store URL")
             store = run.dir / LABELS.store_file
-        return cls(store_url(store), run=run, run_key=run_key, create_run_key=create_run_key)
+        return cls(store_url(store), run=run, run_key=run_key, create_run_key=create_run_key, lock_wait_s=lock_wait_s)
 
     def _create_schema(self) -> None:
+        """Create the tables that are missing; a store that has them is opened without taking the write lock."""
+        with self._db(opening=True):
+            with self._engine.connect() as conn, conn.begin():
+                have = set(sa.inspect(conn).get_table_names())
+            if not {t.name for t in Base.metadata.sorted_tables} <= have:
+                create_tables(self._engine, self._write)
+
+    # the store's file and errors ---------------------------------------------------------------
+    def _sqlite_file(self) -> Path | None:
+        """The SQLite file this store is (None for a server or an in-memory database)."""
+        u = self._engine.url
+        if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+            return None
+        return Path(str(u.database))
+
+    def _identity(self) -> tuple[int, int] | None:
+        if self._file is None:
+            return None
+        st = self._file.stat()
+        return (st.st_dev, st.st_ino)
+
+    def _check_file(self) -> None:
+        """Refuse to go on when the SQLite file was deleted or replaced under the open store (its connections
+        would read and write the old, unlinked file: an edit would report success and go nowhere)."""
+        if self._file is None or self._file_id is None:
+            return
         try:
-            create_tables(self._engine, self._write)
-        except sa.exc.DBAPIError as err:
-            raise LabelError(
-                f"cannot open the label store {redact(self.url)}: {err.orig}; "
-                "give a writable path or database URL with --store"
-            ) from err
+            now = self._identity()
+        except FileNotFoundError:
+            raise StoreGoneError(str(self._file), "deleted") from None
+        except OSError as err:
+            raise StoreGoneError(str(self._file), f"made unreachable ({err.strerror})") from None
+        if now != self._file_id:
+            raise StoreGoneError(str(self._file), "replaced by another file")
+
+    @contextmanager
+    def _db(self, *, opening: bool = False) -> Iterator[None]:
+        """Database work: a driver's error becomes the ``LabelError`` that says what to do (``store_failure``)."""
+        try:
+            yield
+        except (sa.exc.DBAPIError, sqlite3.Error) as err:  # sqlite3's own: from a connection hook (make_engine)
+            raise store_failure(err, redact(self.url), self.lock_wait_s, opening=opening) from err
 
     def _resolve_run_key(self, run_key: str | None, create: bool = False) -> str:
+        with self._db():
+            return self._resolve_key(run_key, create)
+
+    def _resolve_key(self, run_key: str | None, create: bool = False) -> str:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(RUNS.c.run_key, RUNS.c.meta)).all()
         existing = {r.run_key: r.meta or {} for r in rows}
@@ -289,8 +347,10 @@ class LabelStore:
     # transactions ---------------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """A write transaction that holds the database's write lock from its first statement."""
-        with self._engine.connect() as conn:
+        """A write transaction that holds the database's write lock from its first statement (waiting at most
+        ``lock_wait_s`` for it: ``StoreBusyError``)."""
+        self._check_file()
+        with self._db(), self._engine.connect() as conn:
             conn.execution_options(selavi_write=True)
             with conn.begin():
                 yield conn
@@ -304,7 +364,9 @@ class LabelStore:
             self._events.extend(row_event(r) for r in rows)
 
     def _sync(self) -> None:
-        with self._lock, self._engine.connect() as conn, conn.begin():
+        """Read the rows appended since the last read (a read transaction: it never waits for a writer)."""
+        self._check_file()
+        with self._lock, self._db(), self._engine.connect() as conn, conn.begin():
             self._load_new(conn)
 
     def _state(self, upto: int | None = None) -> LabelState:
@@ -329,28 +391,44 @@ class LabelStore:
 
         The log is re-read inside the locked transaction, so checks in ``build`` (stale versions,
         unknown clusters) see every edit committed before this one. The call returns only after
-        the commit: a returned edit is on disk.
+        the commit: a returned edit is on disk, in the file the store was opened on (checked just before
+        the commit: ``StoreGoneError`` when it was deleted or replaced, and nothing is committed).
+
+        The database's write lock is waited for (at most ``lock_wait_s``: ``StoreBusyError``) before this
+        store's thread lock is taken, so reads by other threads (every session's pages) go on meanwhile.
         """
-        with self._lock:
-            with self._write() as conn:
-                conn.execute(RUNS.update().where(RUNS.c.run_key == self.run_key).values(writes=RUNS.c.writes + 1))
-                self._load_new(conn)
-                fields = build(self._state())
-                if fields["action"] in sem.CLUSTER_ACTIONS:
-                    fields["target"] = {**fields["target"], "assignment": self._bound_for_edit(self._state())}
-                if fields["action"] in sem.EDIT_ACTIONS:
-                    # the version the edit was based on: the log can prove no update was lost
-                    fields["target"] = {**fields["target"], "based_on": expected_version}
-                fields.setdefault("head", None)
-                fields.setdefault("old_value", None)
-                fields.setdefault("ref_event", None)
-                values = {"run_key": self.run_key, "time": time.time(), **fields}
-                pk = conn.execute(EVENTS.insert().values(**values)).inserted_primary_key
-                assert pk is not None  # typed Optional; a single-row INSERT always has one
-                new_id = pk[0]
-            ev = inserted_event(new_id, values)  # what the database now holds
-            self._events.append(ev)
-            return ev
+        self._check_file()
+        with self._db(), self._engine.connect() as conn:
+            conn.execution_options(selavi_write=True)
+            tx = conn.begin()  # BEGIN IMMEDIATE / the advisory lock: the wait happens here
+            try:
+                with self._lock:
+                    ev = self._append_in(conn, build, expected_version)
+                    self._check_file()
+                    tx.commit()
+                    self._events.append(ev)
+                    return ev
+            finally:
+                if tx.is_active:
+                    tx.rollback()
+
+    def _append_in(self, conn: Connection, build: Any, expected_version: int | None) -> Event:
+        """Check and insert the event inside the write transaction (``_append``); the ``Event`` it will be."""
+        conn.execute(RUNS.update().where(RUNS.c.run_key == self.run_key).values(writes=RUNS.c.writes + 1))
+        self._load_new(conn)
+        fields = build(self._state())
+        if fields["action"] in sem.CLUSTER_ACTIONS:
+            fields["target"] = {**fields["target"], "assignment": self._bound_for_edit(self._state())}
+        if fields["action"] in sem.EDIT_ACTIONS:
+            # the version the edit was based on: the log can prove no update was lost
+            fields["target"] = {**fields["target"], "based_on": expected_version}
+        fields.setdefault("head", None)
+        fields.setdefault("old_value", None)
+        fields.setdefault("ref_event", None)
+        values = {"run_key": self.run_key, "time": time.time(), **fields}
+        pk = conn.execute(EVENTS.insert().values(**values)).inserted_primary_key
+        assert pk is not None  # typed Optional; a single-row INSERT always has one
+        return inserted_event(pk[0], values)  # what the database holds once committed
 
     # validation helpers -----------------------------------------------------------------------
     def _need_run(self, what: str) -> Run:
