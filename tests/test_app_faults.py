@@ -45,9 +45,12 @@ def app(run_dir, monkeypatch):
     monkeypatch.delenv(STORE_ENV, raising=False)
     monkeypatch.setenv("SELAVI_NO_PROGRESS", "1")
 
-    def make(page: str, **params: str) -> AppTest:
+    def make(page: str, *, annotator: str | None = None, **params: str) -> AppTest:
+        """``annotator``: the name typed in the sidebar earlier in this session (a URL never says who edits)."""
         at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT)
         at.query_params.update({"run": "run", **params})
+        if annotator is not None:
+            at.session_state["_annotator"] = annotator
         at.run()
         at.switch_page(f"views/{page}.py").run()
         ok(at)
