@@ -82,6 +82,12 @@ def check_flag(flag: str, value: Any, low: float) -> None:
         _at_least(flag, value, low)
 
 
+def check_head(flag: str, head: int, heads: int) -> None:
+    """A head index given on the command line: ``ConfigError`` "FLAG must be in [0, H - 1]" for a run of ``heads``."""
+    ok = isinstance(head, int) and 0 <= head < heads
+    _require(ok, flag, f"be a head of this run, 0 to {heads - 1}", head, f"0 to {heads - 1}")
+
+
 def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
     _require(value in choices, name, f"be one of {', '.join(choices)}", value, f"one of {', '.join(choices)}")
 

@@ -90,3 +90,32 @@ def test_selavi_previews_and_evaluate_refuse_bad_values(
     assert "--workers must be >= 1, got -2" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "no-run"), "--seed", "-1"]) == 2
     assert "--seed must be >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["export", "RUN", "--format", "csv", "--out", "OUT", "--head", "-1"],
+            "--head must be a head of this run, 0 to 2",
+        ),
+        (
+            ["export", "RUN", "--format", "csv", "--out", "OUT", "--head", "3"],
+            "--head must be a head of this run, 0 to 2",
+        ),
+        (["export", "RUN", "--format", "csv", "--out", "OUT", "--min-confidence", "nan"], "--min-confidence must be"),
+        (["export", "RUN", "--format", "csv", "--out", "OUT", "--min-confidence", "-0.5"], "--min-confidence must be"),
+        (["labels", "RUN", "clusters", "--head", "7"], "--head must be a head of this run, 0 to 2"),
+        (["labels", "RUN", "history", "--limit", "0"], "--limit must be >= 1, got 0"),
+    ],
+)
+def test_selavi_export_and_labels_refuse_bad_values(
+    studio_run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    """Before, --head 3 on a 3-head run and --min-confidence nan exported without a word (an empty label set)."""
+    out = tmp_path / "labels.csv"
+    argv = [str(studio_run_copy) if a == "RUN" else str(out) if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+    assert not out.exists()

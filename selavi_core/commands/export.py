@@ -52,10 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selavi_core.config import check_flag, check_head
     from selavi_core.labels.exports import export_labels, summary
     from selavi_core.labels.store import LabelStore
 
+    check_flag("--min-confidence", args.min_confidence, 0.0)
     with LabelStore.open(args.run_dir, store=args.store, run_key=args.run_key) as store:
+        if store.run is not None:
+            check_head("--head", args.head, store.run.meta.heads)
         result = export_labels(
             store,
             args.fmt,

@@ -64,13 +64,18 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from selavi_core.config import check_flag, check_head
     from selavi_core.labels.store import LabelStore
+
+    check_flag("--limit", args.limit, 1)
 
     def when(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     display = pd.option_context("display.width", 160, "display.max_colwidth", 90, "display.max_rows", 500)
     with display, LabelStore.open(args.run_dir, store=args.store, run_key=args.run_key) as store:
+        if store.run is not None:
+            check_head("--head", args.head, store.run.meta.heads)
         a = args.action
         if a != "carry" and store.needs_carry():
             print(
