@@ -11,7 +11,7 @@ from selavi_core.errors import SelaviError
 from selavi_core.evaluation.metrics import nmi
 from selavi_core.model.inference import predictions
 from selavi_core.model.networks import build_model
-from selavi_core.training.refine import refine_heads
+from selavi_core.training.refine import fit_heads, refine_heads
 
 K, N, DIM = 4, 400, 16
 SMALL = CPU_SMALL.with_overrides(
@@ -95,6 +95,38 @@ def test_the_audio_weight_decides_whose_structure_the_labels_follow():
     assert follows[0.0] > 0.9 and follows[1.0] < 0.1
 
 
+def test_a_weaker_size_pull_lets_the_labels_keep_an_imbalanced_class():
+    """Heads that already separate classes of 200/100/60/40 clips: under equal target sizes held exactly
+    (strength 1) every labelling cuts the 200-clip class to a quarter of the clips; with ``marginal_strength``
+    0.5 the labels keep it whole."""
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(K), [200, 100, 60, 40])
+    views = [((rng.normal(0, 1, (K, DIM)) * 2.0)[y] + rng.normal(0, 1, (N, DIM))).astype(np.float32) for _ in "va"]
+    tv, ta = (torch.from_numpy(v) for v in views)
+    largest = {}
+    for strength in (1.0, 0.5):
+        torch.manual_seed(0)
+        model = build_model(SMALL, K)
+        optimizer = torch.optim.Adam(list(model.head_parameters()), lr=1e-3)
+        fit_heads(model, tv, ta, torch.from_numpy(np.repeat(y[:, None], 3, axis=1)), optimizer, 30, 64,
+                  np.random.default_rng(0))  # fmt: skip
+        records = refine_heads(
+            model,
+            *views,
+            spec=RefineSpec(rounds=3, audio_weight=0.5, marginal_strength=strength),
+            sinkhorn=SinkhornSpec(),
+            marginal=uniform,
+            device=torch.device("cpu"),
+            seed=0,
+            truth=y,
+            log=lambda s: None,
+        )
+        largest[strength] = [r["largest_share"] for r in records]
+        assert records[-1]["nmi_gt_best"] > (0.9 if strength < 1 else 0.6)
+    assert all(abs(share - 0.25) < 0.02 for share in largest[1.0]), largest
+    assert all(0.47 < share < 0.53 for share in largest[0.5]), largest
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -103,6 +135,8 @@ def test_the_audio_weight_decides_whose_structure_the_labels_follow():
         ({"audio_weight": 1.5}, r"refine.audio_weight must lie in \[0, 1\], got 1.5"),
         ({"lr": 0.0}, r"refine.lr must be positive, got 0.0"),
         ({"target": "zipf"}, r"refine.target must be one of prior, uniform, got 'zipf'"),
+        ({"marginal_strength": 0.0}, r"refine.marginal_strength must be positive, got 0.0"),
+        ({"marginal_strength": 1.2}, r"refine.marginal_strength must lie in \[0, 1\], got 1.2"),
     ],
 )
 def test_bad_refine_settings_are_refused_with_the_field_named(change: dict, message: str):

@@ -101,6 +101,43 @@ def test_agrees_with_float64_log_domain_reference(scale, lam, prior):
     assert np.ptp(d) < 1e-4
 
 
+@pytest.mark.parametrize("strength,scale", [(0.3, 3.0), (0.8, 3.0), (0.9, 30.0)])
+def test_semi_relaxed_agrees_with_the_reference(strength, scale):
+    """``marginal_strength`` < 1 (a KL column penalty): same labels, marginal and absolute duals as the float64
+    log-domain loop, also when the sharp case makes the solver absorb its duals and rebuild the kernel."""
+    k = 8
+    log_p = make_log_p(1000, k, scale=scale, seed=21).astype(np.float64)
+    log_p[:, 0] += 3 * scale  # one cluster far more probable than its 2 % share: the duals drift apart
+    target = np.r_[0.02, np.full(k - 1, 0.98 / (k - 1))]
+    ours = sinkhorn_knopp(log_p, target, marginal_strength=strength, tol=1e-9, max_iter=20_000)
+    ref = sinkhorn_reference(log_p, target, marginal_strength=strength, tol=1e-9, max_iter=20_000)
+    assert ours.converged and ref.converged
+    if scale > 10:
+        assert ours.rebuilds > 0
+    assert np.mean(ours.labels == ref.labels) >= 0.999
+    np.testing.assert_allclose(ours.marginal, ref.marginal, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.log_alpha - ours.log_alpha.max(), ref.log_alpha - ref.log_alpha.max(), atol=1e-5)
+
+
+def test_a_weaker_marginal_lets_the_sizes_follow_the_posteriors():
+    """Three true sizes 60/25/15 % against a uniform target: strength 1 splits the big cluster to equal thirds, and
+    the weaker the pull, the closer the sizes come to the posteriors' own."""
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1, 2], [600, 250, 150])
+    z = 2.0 * np.eye(3)[y] + rng.normal(0, 1, (1000, 3))
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    biggest = {}
+    for strength in (1.0, 0.97, 0.8, 0.5):
+        res = sinkhorn_knopp(log_p, None, marginal_strength=strength)
+        biggest[strength] = int(res.counts.max())
+    assert abs(biggest[1.0] - 333) <= 3
+    assert biggest[1.0] + 50 < biggest[0.97] < biggest[0.8] < biggest[0.5]
+    assert biggest[0.5] > 520  # near the ~560 of the posteriors' own argmax
+    np.testing.assert_array_equal(
+        sinkhorn_knopp(log_p, None, marginal_strength=1.0).labels, sinkhorn_knopp(log_p, None).labels
+    )
+
+
 def test_stopping_rule():
     log_p = make_log_p(3000, 30, seed=8)
     res = sinkhorn_knopp(log_p, tol=0.1)
@@ -272,6 +309,9 @@ def test_single_cluster_and_two_rows():
         (np.zeros((3, 2)), {"max_iter": 0}, "max_iter"),
         (np.zeros((3, 2)), {"check_every": 0}, "check_every"),
         (np.zeros((3, 2)), {"check_every": 2.5}, "check_every"),
+        (np.zeros((3, 2)), {"marginal_strength": 0.0}, "marginal_strength must be in (0, 1]"),
+        (np.zeros((3, 2)), {"marginal_strength": 1.5}, "marginal_strength"),
+        (np.zeros((3, 2)), {"marginal_strength": np.nan}, "marginal_strength"),
         (np.zeros((0, 2)), {}, "no rows"),
         (np.array([["a", "b"]]), {}, "numeric"),
     ],

@@ -101,7 +101,7 @@ def normalise_marginal(marginal: Any, k: int) -> np.ndarray:
     return r / r.sum()
 
 
-def check_params(lam: float, tol: float, max_iter: int, check_every: int) -> None:
+def check_params(lam: float, tol: float, max_iter: int, check_every: int, marginal_strength: float = 1.0) -> None:
     if not (np.isfinite(lam) and lam > 0):
         raise SinkhornInputError(f"lam must be a positive finite number, got {lam}")
     if not (np.isfinite(tol) and tol >= 0):
@@ -110,3 +110,7 @@ def check_params(lam: float, tol: float, max_iter: int, check_every: int) -> Non
         raise SinkhornInputError(f"max_iter must be a positive integer, got {max_iter}")
     if int(check_every) != check_every or check_every < 1:
         raise SinkhornInputError(f"check_every must be a positive integer, got {check_every}")
+    if not (np.isfinite(marginal_strength) and 0 < marginal_strength <= 1):
+        raise SinkhornInputError(
+            f"marginal_strength must be in (0, 1] (1 = the column marginal is exact), got {marginal_strength}"
+        )

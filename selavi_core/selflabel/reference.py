@@ -33,13 +33,14 @@ def sinkhorn_reference(
     max_iter: int = _SPEC.max_iter,
     *,
     check_every: int = _SPEC.check_every,
+    marginal_strength: float = 1.0,
 ) -> SinkhornResult:
     """Plain float64 log-domain Sinkhorn (scipy logsumexp): slow (two N x K exps per iteration) but simple; the
     oracle for tests and benchmarks. Same start, iteration and stopping rule as ``sinkhorn_knopp``."""
     from scipy.special import logsumexp
 
     t0 = time.perf_counter()
-    check_params(lam, tol, max_iter, check_every)
+    check_params(lam, tol, max_iter, check_every, marginal_strength)
     arr = as_numpy(log_p).astype(np.float64)
     problem = check_shape(arr)
     if problem:
@@ -54,7 +55,7 @@ def sinkhorn_reference(
     n_iter = 0
     g = np.zeros(k)
     for it in range(1, max_iter + 1):
-        g = np.log(r) - logsumexp(s + f[:, None], axis=0)
+        g = marginal_strength * (np.log(r) - logsumexp(s + f[:, None], axis=0))
         f_new = log_c - logsumexp(s + g[None, :], axis=1)
         n_iter = it
         if it % check_every == 0:

@@ -55,10 +55,17 @@ _PRECISION = "float32 kernel, float64 scalings, int64 fixed-point reductions, tr
 
 
 def _run(
-    log_p: Any, marginal: Any, lam: float, tol: float, max_iter: int, check_every: int, red: Reducer
+    log_p: Any,
+    marginal: Any,
+    lam: float,
+    tol: float,
+    max_iter: int,
+    check_every: int,
+    marginal_strength: float,
+    red: Reducer,
 ) -> SinkhornResult:
     t0 = time.perf_counter()
-    check_params(lam, tol, max_iter, check_every)
+    check_params(lam, tol, max_iter, check_every, marginal_strength)
     arr = as_numpy(log_p)
     agree(red, check_shape(arr))
     k = arr.shape[1]
@@ -74,7 +81,7 @@ def _run(
     if not np.array_equal(red.min_float(r), red.max_float(r)):
         raise SinkhornInputError("ranks passed different marginals")
     solver = Solver(arr, r, lam, red)
-    info = solver.solve(float(tol), int(max_iter), int(check_every))
+    info = solver.solve(float(tol), int(max_iter), int(check_every), float(marginal_strength))
     return SinkhornResult(
         target=r,
         lam=float(lam),
@@ -95,6 +102,7 @@ def sinkhorn_knopp(
     max_iter: int = _SPEC.max_iter,
     *,
     check_every: int = _SPEC.check_every,
+    marginal_strength: float = 1.0,
 ) -> SinkhornResult:
     """Hard pseudo-labels for ``log_p`` ((N, K) log-posteriors, numpy or torch) whose soft plan has column marginal
     ``marginal`` (uniform when None; normalised) and row marginal 1/N.
@@ -104,8 +112,13 @@ def sinkhorn_knopp(
 
     The stopping error is computed every ``check_every`` iterations (SeLaVi: 10), so ``n_iter`` is a multiple of it
     unless ``max_iter`` is reached first.
+
+    ``marginal_strength`` in (0, 1]: 1 (SeLaVi) holds the column marginal exactly; below 1 it becomes a KL penalty
+    of weight ``rho = eps * s / (1 - s)`` (``eps = 1/lam``, semi-relaxed OT, Chizat et al. 2018), so the sizes lean
+    towards ``marginal`` without being forced to it: a class twice as frequent as its target share is no longer
+    split to fit it. The achieved ``marginal`` of the result then differs from ``target``.
     """
-    return _run(log_p, marginal, lam, tol, max_iter, check_every, LocalReducer())
+    return _run(log_p, marginal, lam, tol, max_iter, check_every, marginal_strength, LocalReducer())
 
 
 def sinkhorn_knopp_distributed(
@@ -117,6 +130,7 @@ def sinkhorn_knopp_distributed(
     group: Any = None,
     *,
     check_every: int = _SPEC.check_every,
+    marginal_strength: float = 1.0,
 ) -> SinkhornResult:
     """``sinkhorn_knopp`` over rows sharded across the ranks of a torch.distributed ``group``.
 
@@ -125,7 +139,7 @@ def sinkhorn_knopp_distributed(
     the whole N x K matrix and the returned labels (of the local rows) equal the single-process labels exactly.
     ``counts``, ``marginal``, ``error`` and ``n_iter`` are global and identical on every rank.
     """
-    return _run(log_p_shard, marginal, lam, tol, max_iter, check_every, TorchReducer(group))
+    return _run(log_p_shard, marginal, lam, tol, max_iter, check_every, marginal_strength, TorchReducer(group))
 
 
 def soft_plan(log_p: Any, result: SinkhornResult) -> np.ndarray:

@@ -301,10 +301,15 @@ class Solver:
         lse_chunk(self.logp, self.lam, cols, shift, cmax, self.q_scale, 0, self.n_local, out_max, out_sum)
         return out_max, out_sum
 
-    def solve(self, tol: float, max_iter: int, check_every: int) -> dict[str, Any]:
+    def solve(self, tol: float, max_iter: int, check_every: int, strength: float = 1.0) -> dict[str, Any]:
+        """Iterate to the stopping rule. ``strength`` < 1 softens the column constraint into a KL penalty
+        (semi-relaxed OT): the column update becomes ``G <- strength * (log r - log A)`` on the absolute dual ``G``
+        instead of ``G <- log r - log A`` (``A`` the column mass without the column scaling), so the duals are kept
+        in the absolute gauge (``offset``) rather than only up to a constant."""
         k = self.k
         log_r = np.log(self.r)
-        g = np.zeros(k)  # absolute log alpha absorbed in the kernel
+        g = np.zeros(k)  # log alpha absorbed in the kernel, up to the gauge shift ``offset``
+        offset = 0.0  # absolute column dual = g + offset + log v (row duals took the opposite shifts)
         ker = self.build(g, validate=True)
         beta = np.full(self.n_local, self.c)  # row scaling relative to the kernel, in the kernel's stored row order
         v = np.ones(k)  # column scaling relative to the kernel
@@ -318,16 +323,19 @@ class Solver:
             logv = np.log(v)
             empty = masses == 0
             with np.errstate(divide="ignore"):
-                logv_new = logv + log_r - np.log(masses.astype(np.float64) / (self.q_scale * self.n_total))
+                balanced = g + logv + log_r - np.log(masses.astype(np.float64) / (self.q_scale * self.n_total))
             if empty.any():
                 cols = np.flatnonzero(empty)
-                logv_new[cols] = log_r[cols] - self.exact_column_logsum(ker, beta, cols) - g[cols]
+                balanced[cols] = log_r[cols] - self.exact_column_logsum(ker, beta, cols)
+            # strength 1 keeps SeLaVi's update bit for bit (the absolute form rounds differently)
+            logv_new = balanced - g if strength == 1.0 else strength * (balanced + offset) - offset - g
             if logv_new.max() - logv_new.min() > THETA - TAU:
                 # absorb v into g (shifted so max g = 0) and rebuild; beta takes the shift and the new row maxima so
                 # that the plan beta_i W_ik v_k, and with it the official error, is exactly unchanged
                 g = g + logv_new
                 shift = g.max()
                 g -= shift
+                offset += shift
                 old = ker
                 ker = self.build(g)
                 beta = ker.stored(old.natural(beta) * np.exp(ker.rowmax - old.rowmax + shift))
