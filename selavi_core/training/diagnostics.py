@@ -70,6 +70,7 @@ REFINE_COLUMNS = (
     "seconds",
     "sk_iters_mean",
     "loss",
+    "largest_share",
     "stability_nmi",
     "nmi_gt_head0",
     "nmi_gt_best",

@@ -133,8 +133,11 @@ def refine_heads(
             "seconds": round(time.time() - t0, 2),
             "sk_iters_mean": float(np.mean(iters)),
             "loss": round(loss, 4),
-            # head 0's largest label cluster: near 1/K under exact equal sizes, higher where the pull is weaker
-            "largest_share": round(float(np.bincount(labels[:, 0]).max()) / len(labels), 4),
+            # the largest label cluster's share, averaged over heads (as in training's labellings): near 1/K under
+            # exact equal sizes, higher where the size pull is weaker (``marginal_strength``)
+            "largest_share": round(
+                float(np.mean([np.bincount(labels[:, h]).max() for h in range(model.heads)])) / len(labels), 4
+            ),
         }
         if fixed is not None:
             record["fixed_rows"] = fixed.n_fixed
