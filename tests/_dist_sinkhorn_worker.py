@@ -3,9 +3,9 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/_dist_sinkhorn_worker.py CASES.npz OUT_DIR
 
 For every case in CASES.npz (keys ``<case>/log_p``, ``<case>/marginal`` (empty: uniform), ``<case>/split`` (row
-boundaries, one shard per rank), ``<case>/params`` (lam, tol, max_iter)) this rank solves only its own rows with
-``sinkhorn_knopp_distributed`` over gloo and writes ``OUT_DIR/<case>.rank<R>.npz``; a case whose input is invalid
-on some rank records the error message instead.
+boundaries, one shard per rank), ``<case>/params`` (lam, tol, max_iter, marginal_strength)) this rank solves only
+its own rows with ``sinkhorn_knopp_distributed`` over gloo and writes ``OUT_DIR/<case>.rank<R>.npz``; a case whose
+input is invalid on some rank records the error message instead.
 """
 
 from __future__ import annotations
@@ -28,13 +28,18 @@ def main(cases_path: str, out_dir: str) -> int:
     names = sorted({key.split("/")[0] for key in data.files})
     for name in names:
         split = data[f"{name}/split"]
-        lam, tol, max_iter = data[f"{name}/params"]
+        lam, tol, max_iter, strength = data[f"{name}/params"]
         marginal = data[f"{name}/marginal"]
         shard = data[f"{name}/log_p"][split[rank] : split[rank + 1]]
         out = Path(out_dir) / f"{name}.rank{rank}.npz"
         try:
             res = sinkhorn_knopp_distributed(
-                shard, marginal if marginal.size else None, lam=float(lam), tol=float(tol), max_iter=int(max_iter)
+                shard,
+                marginal if marginal.size else None,
+                lam=float(lam),
+                tol=float(tol),
+                max_iter=int(max_iter),
+                marginal_strength=float(strength),
             )
         except SinkhornInputError as err:
             np.savez(out, error=np.array(str(err)))

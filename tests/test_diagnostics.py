@@ -29,6 +29,7 @@ from selavi_core.training.diagnostics import (
     agreement_threshold,
     assess_training,
     format_warnings,
+    largest_share,
     load_run_training,
     read_train_log,
 )
@@ -83,6 +84,8 @@ def test_a_real_log_reads_back_exactly(tiny_run: Path):
         np.testing.assert_allclose(curves.labellings[col], [r[col] for r in records])
     assert curves.refine["refine_round"].tolist() == [1, 2, 3] and curves.refine["after_epoch"].tolist() == [3, 3, 3]
     np.testing.assert_allclose(curves.refine["loss"], [r["loss"] for r in refine])
+    np.testing.assert_allclose(curves.refine["largest_share"], [r["largest_share"] for r in refine])
+    assert all(1 / curves.clusters <= r["largest_share"] <= 1 for r in refine)
     assert curves.has_ground_truth  # the tiny catalog is labelled
     # three labellings are the fewest a rule judges; with K=2 and real but tiny data any verdict is possible,
     # and every verdict must be a readable warning
@@ -293,6 +296,15 @@ def test_agreement_threshold_is_relative_to_chance():
     assert agreement_threshold(2) == pytest.approx(0.55)  # twice chance would be 100%
     assert agreement_threshold(100) == pytest.approx(0.02)  # twice chance
     assert all(1 / k < agreement_threshold(k) < 1 for k in (2, 3, 10, 309))
+
+
+def test_largest_share_is_the_mean_over_heads_of_the_biggest_cluster():
+    labels = np.array([[0, 1], [0, 1], [0, 0], [1, 2]])  # head 0: 3 of 4 in cluster 0; head 1: 2 of 4 in cluster 1
+    assert largest_share(labels) == pytest.approx((3 / 4 + 2 / 4) / 2)
+    assert largest_share(np.tile(np.arange(10), 30)[:, None]) == pytest.approx(0.1)  # even sizes: 1/K
+    assert largest_share(np.zeros((7, 3), np.int64)) == 1.0  # one cluster swallowed everything
+    with pytest.raises(ValueError, match="N, H"):
+        largest_share(np.zeros(5, np.int64))
 
 
 # ---- the CLI and the Studio ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Distributed Sinkhorn: two CPU ranks over gloo (torchrun), each holding only its rows, must reproduce the
-single-process labels and diagnostics bit for bit, for uneven and empty shards, sharp inputs and a dead cluster."""
+single-process labels and diagnostics bit for bit, for uneven and empty shards, sharp inputs, a dead cluster and a
+semi-relaxed column marginal."""
 
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ def build_cases() -> dict[str, dict]:
         },
         "dead": {"log_p": dead, "marginal": gaussian_draw(30, np.random.default_rng(7)), "split": [0, 2500, 4000]},
         "empty_rank": {"log_p": make_log_p(1500, 12, 3.0, 8), "marginal": None, "split": [0, 0, 1500]},
+        # semi-relaxed column marginal (refine's setting): the absolute dual gauge must agree across ranks too
+        "relaxed": {
+            "log_p": make_log_p(6000, 40, 8.0, 9),
+            "marginal": gaussian_draw(40, np.random.default_rng(10)),
+            "split": [0, 3210, 6000],
+            "strength": 0.5,
+        },
         "bad": {"log_p": bad, "marginal": None, "split": [0, 200, 400]},
     }
 
@@ -58,7 +66,9 @@ def distributed_run(tmp_path_factory):
         arrays[f"{name}/log_p"] = c["log_p"]
         arrays[f"{name}/marginal"] = np.empty(0) if c["marginal"] is None else np.asarray(c["marginal"])
         arrays[f"{name}/split"] = np.asarray(c["split"], np.int64)
-        arrays[f"{name}/params"] = np.array([c.get("lam", 20.0), c.get("tol", 0.1), c.get("max_iter", 2000)])
+        arrays[f"{name}/params"] = np.array(
+            [c.get("lam", 20.0), c.get("tol", 0.1), c.get("max_iter", 2000), c.get("strength", 1.0)]
+        )
     np.savez(tmp / "cases.npz", **arrays)
     out = tmp / "out"
     out.mkdir()
@@ -84,11 +94,17 @@ def distributed_run(tmp_path_factory):
     return cases, out
 
 
-@pytest.mark.parametrize("name", ["uniform", "gauss", "sharp", "dead", "empty_rank"])
+@pytest.mark.parametrize("name", ["uniform", "gauss", "sharp", "dead", "empty_rank", "relaxed"])
 def test_distributed_equals_single_process_exactly(distributed_run, name):
     cases, out = distributed_run
     c = cases[name]
-    single = sinkhorn_knopp(c["log_p"], c["marginal"], lam=c.get("lam", 20.0), max_iter=c.get("max_iter", 2000))
+    single = sinkhorn_knopp(
+        c["log_p"],
+        c["marginal"],
+        lam=c.get("lam", 20.0),
+        max_iter=c.get("max_iter", 2000),
+        marginal_strength=c.get("strength", 1.0),
+    )
     ranks = [np.load(out / f"{name}.rank{r}.npz") for r in range(2)]
     split = c["split"]
     for r, part in enumerate(ranks):
@@ -105,6 +121,8 @@ def test_distributed_equals_single_process_exactly(distributed_run, name):
         assert int(part["rebuilds"]) == single.rebuilds and int(part["repairs"]) == single.repairs
     if name == "sharp":
         assert single.rebuilds > 0, "the sharp case must exercise kernel rebuilds"
+    if name == "relaxed":  # the sizes leaned towards the prior without being forced onto it
+        assert not np.allclose(single.marginal, single.target, atol=1e-3)
     if name == "dead":
         assert single.repairs > 0, "the dead cluster must exercise the exact column repair"
 

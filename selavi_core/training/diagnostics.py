@@ -291,6 +291,16 @@ def agreement_threshold(k: int, spec: DiagnosticsSpec = DIAGNOSTICS) -> float:
     return min(spec.agree_chance_multiple * chance, chance + spec.agree_min_margin * (1.0 - chance))
 
 
+def largest_share(labels: np.ndarray) -> float:
+    """The largest cluster's share of the clips, averaged over heads, of (N, H) labels: what the log records as
+    ``largest_share`` after every labelling and refine round (1/K when sizes are even; near 1 when one cluster
+    swallows the data)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[0] == 0:
+        raise ValueError(f"labels must be (N, H) with N > 0, got shape {labels.shape}")
+    return round(float(np.mean([np.bincount(labels[:, h]).max() for h in range(labels.shape[1])])) / len(labels), 4)
+
+
 def target_largest_share(k: int | None, prior_largest_share: float | None) -> float:
     """The share the prior wants in the largest cluster: the prior's own when known, else 1/K (uniform)."""
     if prior_largest_share is not None:

@@ -32,6 +32,7 @@ from selavi_core.selflabel.priors import PriorSpec, column_mass
 from selavi_core.selflabel.sinkhorn import SinkhornResult, sinkhorn_knopp, sinkhorn_knopp_distributed
 from selavi_core.training import distributed
 from selavi_core.training.constraints import ConstrainedResult, FixedRows, constrained_sinkhorn
+from selavi_core.training.diagnostics import largest_share
 from selavi_core.training.distributed import Context
 from selavi_core.training.loader import Loader
 from selavi_core.training.state import TrainState
@@ -185,13 +186,7 @@ class Labeller:
             "seconds": round(time.time() - t0, 2),
             "sk_iters_mean": float(np.mean(stats)),
             "clusters_used_head0": int(len(np.unique(labels[:, 0]))),
-            # the largest cluster's share of the clips, averaged over heads (1/K when sizes are even;
-            # near 1 when one cluster swallows the data)
-            "largest_share": round(
-                float(np.mean([np.bincount(labels[:, h], minlength=self.clusters).max() for h in range(heads)]))
-                / n_total,
-                4,
-            ),
+            "largest_share": largest_share(labels),
             "audio_weight": round(w_audio, 4),
         }
         if self.fixed is not None:

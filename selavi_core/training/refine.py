@@ -26,6 +26,7 @@ from selavi_core.model.networks import SeLaViModel, self_label_loss
 from selavi_core.selflabel.priors import column_mass
 from selavi_core.selflabel.sinkhorn import SinkhornResult, sinkhorn_knopp
 from selavi_core.training.constraints import ConstrainedResult, FixedRows, constrained_sinkhorn
+from selavi_core.training.diagnostics import largest_share
 
 
 def label_heads(
@@ -133,11 +134,8 @@ def refine_heads(
             "seconds": round(time.time() - t0, 2),
             "sk_iters_mean": float(np.mean(iters)),
             "loss": round(loss, 4),
-            # the largest label cluster's share, averaged over heads (as in training's labellings): near 1/K under
-            # exact equal sizes, higher where the size pull is weaker (``marginal_strength``)
-            "largest_share": round(
-                float(np.mean([np.bincount(labels[:, h]).max() for h in range(model.heads)])) / len(labels), 4
-            ),
+            # higher than 1/K where the size pull is weaker (``marginal_strength``)
+            "largest_share": largest_share(labels),
         }
         if fixed is not None:
             record["fixed_rows"] = fixed.n_fixed
