@@ -34,6 +34,22 @@ def uniform(h: int, mass: np.ndarray) -> np.ndarray:
     return np.full(K, 1.0 / K)
 
 
+def refine_on(model, fv: np.ndarray, fa: np.ndarray, truth: np.ndarray, seed: int = 0, **spec) -> list[dict]:
+    """``refine_heads`` on the CPU towards equal sizes, with ``RefineSpec(**spec)``; its per-round records."""
+    return refine_heads(
+        model,
+        fv,
+        fa,
+        spec=RefineSpec(**spec),
+        sinkhorn=SinkhornSpec(),
+        marginal=uniform,
+        device=torch.device("cpu"),
+        seed=seed,
+        truth=truth,
+        log=lambda s: None,
+    )
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_refining_random_heads_finds_the_classes_both_views_share(seed: int):
     torch.manual_seed(seed)
@@ -41,18 +57,7 @@ def test_refining_random_heads_finds_the_classes_both_views_share(seed: int):
     fv, fa, y = blobs(seed)
     encoders = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("mlp_")}
     before = predictions(model, fv, fa, torch.device("cpu"))["joint"]
-    records = refine_heads(
-        model,
-        fv,
-        fa,
-        spec=RefineSpec(rounds=15, audio_weight=0.5),
-        sinkhorn=SinkhornSpec(),
-        marginal=uniform,
-        device=torch.device("cpu"),
-        seed=seed,
-        truth=y,
-        log=lambda s: None,
-    )
+    records = refine_on(model, fv, fa, y, seed=seed, rounds=15, audio_weight=0.5)
     after = predictions(model, fv, fa, torch.device("cpu"))["joint"]
     scores_before = [nmi(y, before[:, h]) for h in range(3)]
     scores_after = [nmi(y, after[:, h]) for h in range(3)]
@@ -79,18 +84,7 @@ def test_the_audio_weight_decides_whose_structure_the_labels_follow():
     for w in (0.0, 1.0):
         torch.manual_seed(0)
         model = build_model(SMALL, K)
-        records = refine_heads(
-            model,
-            fv.astype(np.float32),
-            fa.astype(np.float32),
-            spec=RefineSpec(rounds=10, audio_weight=w),
-            sinkhorn=SinkhornSpec(),
-            marginal=uniform,
-            device=torch.device("cpu"),
-            seed=0,
-            truth=y_v,
-            log=lambda s: None,
-        )
+        records = refine_on(model, fv.astype(np.float32), fa.astype(np.float32), y_v, rounds=10, audio_weight=w)
         follows[w] = records[-1]["nmi_gt_best"]
     assert follows[0.0] > 0.9 and follows[1.0] < 0.1
 
@@ -110,17 +104,7 @@ def test_a_weaker_size_pull_lets_the_labels_keep_an_imbalanced_class():
         optimizer = torch.optim.Adam(list(model.head_parameters()), lr=1e-3)
         fit_heads(model, tv, ta, torch.from_numpy(np.repeat(y[:, None], 3, axis=1)), optimizer, 30, 64,
                   np.random.default_rng(0))  # fmt: skip
-        records = refine_heads(
-            model,
-            *views,
-            spec=RefineSpec(rounds=3, audio_weight=0.5, marginal_strength=strength),
-            sinkhorn=SinkhornSpec(),
-            marginal=uniform,
-            device=torch.device("cpu"),
-            seed=0,
-            truth=y,
-            log=lambda s: None,
-        )
+        records = refine_on(model, *views, y, rounds=3, audio_weight=0.5, marginal_strength=strength)
         largest[strength] = [r["largest_share"] for r in records]
         assert records[-1]["nmi_gt_best"] > (0.9 if strength < 1 else 0.6)
     assert all(abs(share - 0.25) < 0.02 for share in largest[1.0]), largest
