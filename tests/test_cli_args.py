@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from tiny_training import N_CLIPS
 
-from selavi_core.cli import main
-from selavi_core.commands.train import FLAGS
+from selavi_core.cli import build_parser, main
+from selavi_core.commands.train import FLAGS, preset_from_args
 from selavi_core.config import CPU_SMALL, ConfigError
 
 
@@ -27,6 +27,8 @@ from selavi_core.config import CPU_SMALL, ConfigError
         ("--groups", "0", "--groups must be >= 1, got 0"),
         ("--seed", "-1", "--seed must be an integer >= 0, got -1"),
         ("--refine-rounds", "-1", "--refine-rounds must be >= 0, got -1"),
+        ("--refine-marginal-strength", "0", "--refine-marginal-strength must be > 0, got 0.0"),
+        ("--refine-marginal-strength", "1.5", "--refine-marginal-strength must be in [0, 1], got 1.5"),
         ("--prior", "", "--prior must be a prior (uniform, gauss"),
         ("--clusters", str(N_CLIPS + 1), "--clusters must be at most the number of usable clips in"),
         ("--batch-size", str(N_CLIPS + 1), f"({N_CLIPS}), got {N_CLIPS + 1}"),
@@ -51,6 +53,20 @@ def test_the_presets_batch_size_is_named_when_it_exceeds_the_catalog(
     err = capsys.readouterr().err
     assert f"--batch-size must be at most the number of usable clips in {tiny_catalog} ({N_CLIPS})" in err
     assert "(the cpu-small preset's)" in err
+
+
+def test_every_flag_sets_its_field() -> None:
+    """Each flag given on the command line lands in its preset field (``selavi train`` trains with that preset)."""
+    values = {"--heads": "3", "--clusters": "7", "--batch-size": "5", "--lr": "0.01", "--seed": "4", "--epochs": "2",
+              "--workers": "1", "--labellings": "3", "--groups": "1", "--prior": "uniform", "--fusion": "concat",
+              "--refine-rounds": "5", "--refine-marginal-strength": "0.7", "--contrast-weight": "0.5"}  # fmt: skip
+    assert set(values) == set(FLAGS.values()), "a new flag needs a value here"
+    args = build_parser().parse_args(["train", "CAT", "--out", "RUN", *[x for kv in values.items() for x in kv]])
+    preset = preset_from_args(args)
+    for field, flag in FLAGS.items():
+        section, name = field.split(".")
+        got = getattr(getattr(preset, section), name)
+        assert str(got) == values[flag] or got == type(got)(values[flag]), (flag, got)
 
 
 def test_every_flag_names_a_field_the_preset_validates() -> None:

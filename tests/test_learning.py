@@ -6,30 +6,40 @@ This one checks the claim the project rests on, on real media: sklearn digits sh
 the same digit (``selavi demo-data --fallback``, 30 clips per digit), ingested, trained, evaluated. It checks
 learning, not time.
 
-The run is cpu-small with overrides that make a few hundred clips learn within ~5 minutes of one core:
-2 heads, exactly 160 epochs (one labelling per epoch, as the preset does), batch 16 at Adam lr 2e-3, and the
+The run is cpu-small with overrides that make a few hundred clips learn in a few minutes of one core:
+2 heads, exactly 160 epochs (one labelling per epoch, as the preset does), batch 16 at Adam lr 2e-3, the
 geometric, colour and spectrogram jitter off (the preset's jitter stops 3,000 clips being memorised over 162,000
-samples; over 48,000 samples it only slows learning: with it, 80 epochs at batch 64 reached best head 0.20, seed 1).
+samples; over 48,000 samples it only slows learning: with it, 80 epochs at batch 64 reached best head 0.20, seed 1),
+and a narrower video trunk (widths 16-128 instead of 24-192: 2.8x less time in the video encoder, the audio's
+unchanged). The refine rounds after training are the preset's.
 
 Why these numbers: over 300 clips learning climbs slowly and the path is chaotic (the CPU's floating-point path
 decides where a run stands after a thousand steps). Batch 32 for 80 epochs gave seed 1 best head 0.600 on the
 Zen 4 machine it was calibrated on and 0.333 on CI's (raw log-mel k-means 0.255: margin 0.078, the test failed);
 160 epochs at batch 32 still left seed 1 at 0.354 on a Sapphire Rapids machine. Twice the steps (batch 16) is
-what made every seed clear the margin. NMI of the best head, single-threaded, both cores busy; the best
-raw-input k-means baseline is raw log-mel statistics at 0.255 (raw pixels 0.108, both 0.172):
+what made every seed clear the margin. At video widths 24-192 CI once ran out of the 900 s timeout while training
+(the machines' speed varies 2-3x): the narrower trunk is the current setting. NMI of the best head,
+single-threaded; the best raw-input k-means baseline is raw log-mel statistics at 0.255 (raw pixels 0.108, both
+0.172):
 
-    batch  epochs  seed  machine           best head  head 0   margin over raw
-    32     80      1     Zen 4             0.600      0.529    +0.345
-    32     80      1     CI                0.333      0.318    +0.078  (failed)
-    32     80      2-5   Zen 4             0.48-0.67  0.48-0.67  +0.23-0.42
-    32     160     1     Sapphire Rapids   0.354      0.354    +0.099
-    32     160     3     Sapphire Rapids   0.659      0.659    +0.404
-    16     160     1     Sapphire Rapids   0.637      0.634    +0.382
-    16     160     2     Sapphire Rapids   0.740      0.733    +0.485  (before the exact alignment)
-    16     160     3     Sapphire Rapids   0.464      0.464    +0.209
-
+    video    batch  epochs  seed  machine           refine s  best head  head 0   margin over raw
+    24-192   32     80      1     Zen 4             1.0       0.600      0.529    +0.345
+    24-192   32     80      1     CI                1.0       0.333      0.318    +0.078  (failed)
+    24-192   32     80      2-5   Zen 4             1.0       0.48-0.67  0.48-0.67  +0.23-0.42
+    24-192   32     160     1     Sapphire Rapids   1.0       0.354      0.354    +0.099
+    24-192   32     160     3     Sapphire Rapids   1.0       0.659      0.659    +0.404
+    24-192   16     160     1     Sapphire Rapids   1.0       0.637      0.634    +0.382
+    24-192   16     160     2     Sapphire Rapids   1.0       0.740      0.733    +0.485  (before the exact alignment)
+    24-192   16     160     3     Sapphire Rapids   1.0       0.464      0.464    +0.209
+    16-128   16     160     1     Zen 4             1.0       0.465      0.464    +0.210
+    16-128   16     160     1     Zen 4             0.5       0.485      0.485    +0.230
+    16-128   16     160     2     Zen 4             0.5       0.756      0.749    +0.501
+    16-128   16     160     3     Zen 4             1.0       0.568      0.568    +0.313
+    16-128   16     160     3     Zen 4             0.5       0.562      0.562    +0.307
+SEED4_ROWS
 The test asserts a margin of 0.10 on seed 1, under half the smallest calibrated margin of this setting. Building
-the 300 clips takes ~45 s, training ~5 min alone on one core (~9 min when both cores are busy).
+the 300 clips takes ~45 s; training at 16-128 took 15-16 min with two runs sharing the 2-core Zen 4 machine
+(5.8 s an epoch; at 24-192 alone 9.5 s), hence this module's 1,200 s timeout (CI's 40 minutes hold it).
 """
 
 from __future__ import annotations
@@ -43,7 +53,8 @@ import pytest
 
 from selavi_core.config import get_preset
 
-pytestmark = pytest.mark.slow
+# training alone can take 10-16 min on a slow 2-core machine (see above); the default 900 s is for other tests
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 CLIPS_PER_DIGIT = 30
 SEED = 1
@@ -54,7 +65,7 @@ BATCH = 16
 RAW_KINDS = ("kmeans-raw-video", "kmeans-raw-audio", "kmeans-raw-concat")
 
 OVERRIDES: dict[str, dict[str, Any]] = {
-    "model": {"heads": 2, "clusters": 10},
+    "model": {"heads": 2, "clusters": 10, "video_widths": (16, 32, 64, 128)},
     # exactly EPOCHS epochs (no train_samples stretch), relabelled once an epoch like the preset
     "optim": {"epochs": EPOCHS, "train_samples": None, "batch_size": BATCH, "lr": 2e-3, "seed": SEED},
     "schedule": {"n_opts": EPOCHS + 1},
@@ -112,15 +123,20 @@ def test_best_head_clearly_beats_kmeans_on_raw_inputs(learned):
 
 
 def test_heads_are_not_collapsed(learned):
-    """Each head spreads the clips over all K clusters, none far above its 1/K share. Calibration (5 seeds x 2
-    heads, batch 32 for 80 epochs): every cluster held 17-44 of the 300 clips (5.7-14.7%); at the test's batch 16
-    for 160 epochs (seeds 1 and 3) 26-34; the bounds are 1/(4K) and 2.5/K, well inside
-    the project's own collapse rules (selavi_core/training/diagnostics.py: half the clusters used, none above 55%)."""
+    """Each head spreads the clips over (nearly) all K clusters, none far above its 1/K share.
+
+    The preset's refine holds the sizes with a pull, not exactly (``RefineSpec.marginal_strength`` 0.5), so on
+    this balanced set clusters range 16-50 of the 300 clips and one can empty: seed 1 leaves one of the 10 empty
+    in both heads (at 0.75 too; exact sizes, 1.0, give 26-34 and the best head 0.465 against 0.485). The bounds:
+    at least K - 2 clusters used and none above 2.5/K (calibration, 3 seeds: at most 50 clips, 16.7%), well
+    inside the project's own collapse rules (selavi_core/training/diagnostics.py: half the clusters used, none
+    above 55%)."""
     from selavi_core.runs.run import Run
 
     run, result, _ = learned
     joint = np.asarray(Run(run).assignments("joint"))
     k = result["clusters"]
     for h in range(joint.shape[1]):
-        shares = np.bincount(joint[:, h], minlength=k) / joint.shape[0]
-        assert shares.min() >= 1 / (4 * k) and shares.max() <= 2.5 / k, (h, np.round(shares, 3).tolist())
+        counts = np.bincount(joint[:, h], minlength=k)
+        shares = counts / joint.shape[0]
+        assert (counts > 0).sum() >= k - 2 and shares.max() <= 2.5 / k, (h, counts.tolist())

@@ -79,6 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: the preset's; 0 = none, as in the paper)",
     )
     p.add_argument(
+        "--refine-marginal-strength",
+        type=float,
+        metavar="S",
+        help="how firmly the refine rounds hold their cluster sizes, in (0, 1] (default: the preset's; "
+        "1 = exactly equal sizes; lower, e.g. 0.5, lets a class much larger than its share stay whole on "
+        "imbalanced data, but on balanced data it can leave a cluster empty)",
+    )
+    p.add_argument(
         "--contrast-weight",
         type=float,
         metavar="W",
@@ -118,6 +126,7 @@ FLAGS = {
     "schedule.groups": "--groups",
     "schedule.prior": "--prior",
     "refine.rounds": "--refine-rounds",
+    "refine.marginal_strength": "--refine-marginal-strength",
     "contrast.weight": "--contrast-weight",
 }
 
