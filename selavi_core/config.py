@@ -576,9 +576,10 @@ CPU_SMALL = Preset(
         # order of draws, and on two cores worker processes would take their CPU from the model.
         workers=0,
     ),
-    # Sizes lean towards equal without being forced (semi-relaxed): offline, on the frozen features of one 90-epoch
-    # run each (seed 1) of zipf, fallback-zipf and balanced-fallback, the mean of heads gained 0.07-0.13 NMI; a wash
-    # on a balanced subset; not yet measured end to end at this preset's length (docs/experiments.md, "Change 4").
+    # Sizes lean towards equal without being forced (semi-relaxed): on the frozen features of one 90-epoch run each
+    # (seed 1) of zipf, fallback-zipf and balanced-fallback the mean of heads gained 0.07-0.13 NMI; on balanced sets
+    # a wash over seeds (-0.03 to +0.08), where clusters can empty and one grow; not yet measured end to end at this
+    # preset's length (docs/experiments.md, "Change 4"). --refine-marginal-strength 1 holds sizes exactly.
     refine=RefineSpec(rounds=24, target="uniform", marginal_strength=0.5),
     contrast=ContrastSpec(weight=1.0),  # picture-to-sound matching: labels follow the shared factor from the start
     cpu_bf16=False,  # at these widths channels-last fp32 is as fast, and bf16 gradients overflowed
