@@ -63,14 +63,14 @@ def _at_least(name: str, value: Any, low: float) -> None:
     _require(ok, name, f"be >= {low:g}", value, f">= {low:g}")
 
 
-def _within(name: str, value: Any, low: float, high: float, *, open_high: bool = False) -> None:
+def _within(name: str, value: Any, low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> None:
     ok = (
         isinstance(value, int | float)
         and math.isfinite(value)
-        and low <= value
+        and (low < value if open_low else low <= value)
         and (value < high if open_high else value <= high)
     )
-    interval = f"[{low:g}, {high:g}{')' if open_high else ']'}"
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
     _require(ok, name, f"lie in {interval}", value, f"in {interval}")
 
 
@@ -364,8 +364,7 @@ class RefineSpec:
         _within(f"{name}.audio_weight", self.audio_weight, 0.0, 1.0)
         _positive(f"{name}.lr", self.lr)
         _one_of(f"{name}.target", self.target, REFINE_TARGETS)
-        _positive(f"{name}.marginal_strength", self.marginal_strength)
-        _within(f"{name}.marginal_strength", self.marginal_strength, 0.0, 1.0)
+        _within(f"{name}.marginal_strength", self.marginal_strength, 0.0, 1.0, open_low=True)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from selavi_core.config import CPU_SMALL, ConfigError
         ("--groups", "0", "--groups must be >= 1, got 0"),
         ("--seed", "-1", "--seed must be an integer >= 0, got -1"),
         ("--refine-rounds", "-1", "--refine-rounds must be >= 0, got -1"),
-        ("--refine-marginal-strength", "0", "--refine-marginal-strength must be > 0, got 0.0"),
-        ("--refine-marginal-strength", "1.5", "--refine-marginal-strength must be in [0, 1], got 1.5"),
+        ("--refine-marginal-strength", "0", "--refine-marginal-strength must be in (0, 1], got 0.0"),
+        ("--refine-marginal-strength", "1.5", "--refine-marginal-strength must be in (0, 1], got 1.5"),
         ("--prior", "", "--prior must be a prior (uniform, gauss"),
         ("--clusters", str(N_CLIPS + 1), "--clusters must be at most the number of usable clips in"),
         ("--batch-size", str(N_CLIPS + 1), f"({N_CLIPS}), got {N_CLIPS + 1}"),
@@ -61,6 +61,10 @@ def test_every_flag_sets_its_field() -> None:
               "--workers": "1", "--labellings": "3", "--groups": "1", "--prior": "uniform", "--fusion": "concat",
               "--refine-rounds": "5", "--refine-marginal-strength": "0.7", "--contrast-weight": "0.5"}  # fmt: skip
     assert set(values) == set(FLAGS.values()), "a new flag needs a value here"
+    defaults = preset_from_args(build_parser().parse_args(["train", "CAT", "--out", "RUN"]))
+    for field, flag in FLAGS.items():  # a value equal to the default could not show a flag that was dropped
+        section, name = field.split(".")
+        assert str(getattr(getattr(defaults, section), name)) != values[flag], flag
     args = build_parser().parse_args(["train", "CAT", "--out", "RUN", *[x for kv in values.items() for x in kv]])
     preset = preset_from_args(args)
     for field, flag in FLAGS.items():

@@ -119,8 +119,8 @@ def test_a_weaker_size_pull_lets_the_labels_keep_an_imbalanced_class():
         ({"audio_weight": 1.5}, r"refine.audio_weight must lie in \[0, 1\], got 1.5"),
         ({"lr": 0.0}, r"refine.lr must be positive, got 0.0"),
         ({"target": "zipf"}, r"refine.target must be one of prior, uniform, got 'zipf'"),
-        ({"marginal_strength": 0.0}, r"refine.marginal_strength must be positive, got 0.0"),
-        ({"marginal_strength": 1.2}, r"refine.marginal_strength must lie in \[0, 1\], got 1.2"),
+        ({"marginal_strength": 0.0}, r"refine.marginal_strength must lie in \(0, 1\], got 0.0"),
+        ({"marginal_strength": 1.2}, r"refine.marginal_strength must lie in \(0, 1\], got 1.2"),
     ],
 )
 def test_bad_refine_settings_are_refused_with_the_field_named(change: dict, message: str):
